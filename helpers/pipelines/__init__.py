@@ -1,0 +1,1 @@
+"""One module (or sub-package) per method: its models, loaders and a pipeline with an explicit denoising loop."""
