@@ -1,0 +1,324 @@
+"""Images and videos: read, write, resize, side-by-side, and small inline previews.
+
+Everything is a ``uint8`` RGB numpy array: an image is ``(H, W, 3)``, a video ``(T, H, W, 3)``. Video IO goes through
+mediapy and the system ``ffmpeg`` (Debian/Colab ffmpeg 4-7; the ffmpeg 9 bundled by imageio-ffmpeg 0.8 breaks
+mediapy's reader). ``diffusers.export_to_video`` is not used: it corrupts uint8 frames.
+
+>>> from helpers import media
+>>> video = media.read_video("dance.mp4", max_frames=48, stride=2)
+>>> video.frames.shape, video.fps
+>>> media.write_video("out.mp4", video.frames, fps=video.fps)
+>>> media.show_video(video.frames, fps=video.fps)     # small, bitrate-capped inline preview
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from helpers.errors import InputError
+
+# Images larger than this (longest side) are downscaled on read: a 50-megapixel photo gains nothing at 1024 px output.
+MAX_IMAGE_SIDE = 4096
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v"}
+
+
+def _mediapy():
+    import mediapy
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise InputError("ffmpeg is not installed: run `apt-get install ffmpeg` (Colab has it already)")
+    mediapy.set_ffmpeg(ffmpeg)
+    return mediapy
+
+
+# ---------------------------------------------------------------------------------------------------------- images
+
+
+def to_uint8_rgb(array: np.ndarray, *, background: int = 255) -> np.ndarray:
+    """Normalise any image array to uint8 RGB: greyscale → 3 channels, alpha composited over ``background``,
+    16-bit and float images rescaled."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"expected an image of shape (H, W[, C]) but got {a.shape}: give an RGB photo")
+    if a.dtype == np.uint16:
+        a = (a.astype(np.float32) / 65535.0)
+    elif a.dtype == bool:
+        a = a.astype(np.float32)
+    elif a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        if a.max(initial=0) > 1.0:
+            a = a / 255.0
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+    channels = a.shape[-1]
+    if channels in (2, 4):  # composite the alpha channel over a flat background
+        alpha = a[..., -1:].astype(np.float32) / 255.0
+        colour = a[..., :-1].astype(np.float32)
+        a = np.round(colour * alpha + background * (1.0 - alpha)).astype(np.uint8)
+        channels -= 1
+    if channels == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a)
+
+
+def read_image(source, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Read an image file (or take an array / PIL image) as uint8 RGB, EXIF-rotated, at most ``max_side`` pixels."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, np.ndarray):
+        image = to_uint8_rgb(source)
+    else:
+        if isinstance(source, Image.Image):
+            pil = source
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(f"image not found: {path} — check the path or upload the file again")
+            try:
+                pil = Image.open(path)
+                pil.load()
+            except (UnidentifiedImageError, OSError) as exc:
+                raise InputError(f"cannot read {path.name} as an image ({exc.__class__.__name__}): "
+                                 "use a PNG or JPEG photo") from None
+        pil = ImageOps.exif_transpose(pil)
+        if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = to_uint8_rgb(np.asarray(pil).astype(np.uint16 if pil.mode.startswith("I;16") else np.int64)
+                                 .clip(0, 65535).astype(np.uint16))
+        elif pil.mode == "P":
+            image = to_uint8_rgb(np.asarray(pil.convert("RGBA")))
+        elif pil.mode in ("RGB", "RGBA", "L", "LA"):
+            image = to_uint8_rgb(np.asarray(pil))
+        else:
+            image = to_uint8_rgb(np.asarray(pil.convert("RGB")))
+    if min(image.shape[:2]) < 8:
+        raise InputError(f"image is only {image.shape[1]}×{image.shape[0]} pixels: use a real photo")
+    if max(image.shape[:2]) > max_side:
+        scale = max_side / max(image.shape[:2])
+        image = resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+    return image
+
+
+def write_image(path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8_rgb(image)).save(path)
+    return path
+
+
+def resize(image_or_video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image ``(H, W, 3)`` or video ``(T, H, W, 3)`` to ``size = (width, height)`` (area/cubic filter)."""
+    import cv2
+
+    width, height = int(size[0]), int(size[1])
+    a = np.asarray(image_or_video)
+    if a.ndim == 4:
+        return np.stack([resize(frame, (width, height)) for frame in a])
+    if a.shape[1] == width and a.shape[0] == height:
+        return a.copy()
+    shrinking = width < a.shape[1] and height < a.shape[0]
+    return cv2.resize(a, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def center_crop_resize(image_or_video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Crop the largest centred region with the aspect of ``size = (width, height)``, then resize to it."""
+    a = np.asarray(image_or_video)
+    h, w = a.shape[-3], a.shape[-2]
+    target_w, target_h = size
+    scale = min(w / target_w, h / target_h)
+    crop_w, crop_h = round(target_w * scale), round(target_h * scale)
+    x0, y0 = (w - crop_w) // 2, (h - crop_h) // 2
+    return resize(a[..., y0 : y0 + crop_h, x0 : x0 + crop_w, :], size)
+
+
+# ---------------------------------------------------------------------------------------------------------- videos
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    fps: float
+    source_frame_count: int | None = None  # frames in the file (before stride/max_frames)
+    indices: np.ndarray | None = None  # which source frames ``frames`` holds
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+
+
+def video_info(path) -> VideoInfo:
+    """Frame count, fps and size of a video file, without decoding it all."""
+    path = _existing_video(path)
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise InputError(f"cannot open {path.name} as a video: use an mp4/mov/webm file")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    if count <= 0 or width <= 0:
+        raise InputError(f"{path.name} has no readable video frames: re-export it as H.264 mp4")
+    return VideoInfo(frame_count=count, fps=fps if fps > 0 else 25.0, width=width, height=height)
+
+
+def _existing_video(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video not found: {path} — check the path or upload the file again")
+    return path
+
+
+def read_video(path, *, max_frames: int | None = None, stride: int = 1, start: int = 0,
+               min_frames: int = 1) -> Video:
+    """Read frames ``start, start+stride, ...`` (at most ``max_frames``) of a video as uint8 RGB.
+
+    Only the frames asked for are kept in memory. Raises ``InputError`` for unreadable files and for videos with
+    fewer than ``min_frames`` usable frames.
+    """
+    if stride < 1:
+        raise InputError(f"sample stride must be ≥ 1 (got {stride})")
+    path = _existing_video(path)
+    mediapy = _mediapy()
+    frames, fps, total = [], 25.0, 0
+    try:
+        with mediapy.VideoReader(path) as reader:
+            fps = float(reader.metadata.fps or 25.0)
+            for i, frame in enumerate(reader):
+                total = i + 1
+                if i >= start and (i - start) % stride == 0:
+                    frames.append(frame)
+                    if max_frames is not None and len(frames) >= max_frames:
+                        break
+    except Exception as exc:
+        if not frames:  # a truncated file keeps what decoded; a broken one is an input error
+            raise InputError(f"cannot decode {path.name} ({exc.__class__.__name__}): re-export it as H.264 mp4") from None
+    if len(frames) < min_frames:
+        raise InputError(
+            f"{path.name} gave {len(frames)} frame(s) with stride {stride} from frame {start}; at least {min_frames} "
+            "are needed: use a longer video or a smaller stride/frame count"
+        )
+    indices = np.arange(start, start + stride * len(frames), stride)
+    return Video(frames=np.stack(frames), fps=fps, source_frame_count=total, indices=indices)
+
+
+def as_uint8_video(frames) -> np.ndarray:
+    """Accept a list of PIL images / arrays, float in [0, 1] or uint8, and return ``(T, H, W, 3)`` uint8."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 4:
+        if frames.dtype == np.uint8 and frames.shape[-1] == 3:
+            return frames
+        return np.stack([to_uint8_rgb(f) for f in frames])
+    return np.stack([to_uint8_rgb(np.asarray(f)) for f in frames])
+
+
+def write_video(path, frames, fps: float, *, crf: int = 18) -> Path:
+    """Write an H.264 mp4 (yuv420p, even sizes) that every browser and phone plays."""
+    mediapy = _mediapy()
+    video = _even_size(as_uint8_video(frames))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mediapy.write_video(path, video, fps=fps, codec="h264", crf=crf)
+    return path
+
+
+def write_gif(path, frames, fps: float, *, max_side: int = 512) -> Path:
+    from PIL import Image
+
+    video = fit_within(as_uint8_video(frames), max_side)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in video]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path
+
+
+def _even_size(video: np.ndarray) -> np.ndarray:
+    h, w = video.shape[1:3]
+    return video[:, : h - h % 2, : w - w % 2]
+
+
+def fit_within(video: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale so the longest side is at most ``max_side`` (never upscales)."""
+    h, w = video.shape[-3], video.shape[-2]
+    if max(h, w) <= max_side:
+        return video
+    scale = max_side / max(h, w)
+    return resize(video, (max(2, round(w * scale)), max(2, round(h * scale))))
+
+
+def side_by_side(*clips, height: int | None = None, gap: int = 4) -> np.ndarray:
+    """Put videos (or images, shown for every frame) next to each other at one height.
+
+    Shorter clips hold their last frame, so a 1-frame reference image sits beside a whole video.
+    """
+    videos = [as_uint8_video(c[None] if np.asarray(c).ndim == 3 else c) for c in clips]
+    height = height or max(v.shape[1] for v in videos)
+    length = max(len(v) for v in videos)
+    scaled = []
+    for v in videos:
+        width = max(2, round(v.shape[2] * height / v.shape[1]))
+        v = resize(v, (width, height)) if v.shape[1:3] != (height, width) else v
+        if len(v) < length:
+            v = np.concatenate([v, np.repeat(v[-1:], length - len(v), axis=0)])
+        scaled.append(v)
+    spacer = np.full((length, height, gap, 3), 255, np.uint8)
+    parts = []
+    for i, v in enumerate(scaled):
+        if i:
+            parts.append(spacer)
+        parts.append(v)
+    return np.concatenate(parts, axis=2)
+
+
+# --------------------------------------------------------------------------------------------------------- preview
+
+PREVIEW_MAX_SIDE = 384
+PREVIEW_BPS = 600_000  # bits per second: a few hundred kB of base64 per clip keeps a Colab tab responsive
+
+
+def preview_html(frames, fps: float, *, title: str | None = None, max_side: int = PREVIEW_MAX_SIDE,
+                 bps: int = PREVIEW_BPS) -> str:
+    """A small, bitrate-capped, looping ``<video>`` element (base64 mp4) for inline display."""
+    mediapy = _mediapy()
+    video = _even_size(fit_within(as_uint8_video(frames), max_side))
+    data = mediapy.compress_video(video, fps=fps, bps=bps)
+    h, w = video.shape[1:3]
+    return mediapy.html_from_compressed_video(data, w, h, title=html.escape(title) if title else None)
+
+
+def show_video(frames_or_path, fps: float | None = None, *, title: str | None = None,
+               max_side: int = PREVIEW_MAX_SIDE) -> None:
+    """Display a small inline preview of frames or of a video file."""
+    from IPython.display import HTML, display
+
+    if isinstance(frames_or_path, (str, Path)):
+        video = read_video(frames_or_path)
+        frames, fps = video.frames, fps or video.fps
+    else:
+        frames = frames_or_path
+    display(HTML(preview_html(frames, fps or 8.0, title=title, max_side=max_side)))
+
+
+def show_image(image, *, title: str | None = None, max_side: int = PREVIEW_MAX_SIDE) -> None:
+    import mediapy
+    from IPython.display import display  # noqa: F401  (mediapy displays through IPython)
+
+    image = fit_within(to_uint8_rgb(np.asarray(image))[None], max_side)[0]
+    mediapy.show_image(image, title=title)

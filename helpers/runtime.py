@@ -1,0 +1,229 @@
+"""Where we run: Colab or not, the Drive root, the GPU actually granted, and a memory plan for it.
+
+>>> from helpers import runtime
+>>> plan = runtime.memory_plan()          # reads the GPU (or CPU) of this machine
+>>> plan.dtype, plan.offload, plan.vae_decode_chunk
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_ROOT_ON_COLAB = DRIVE_MOUNT / "MyDrive" / "human-video"
+DEFAULT_LOCAL_ROOT = Path("~/.cache/human-video")
+
+
+def is_colab() -> bool:
+    """True inside a Google Colab runtime (the ``google.colab`` module is importable)."""
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def mount_drive(mount_point: Path = DRIVE_MOUNT) -> bool:
+    """Mount Google Drive on Colab (no-op elsewhere). Returns True when Drive is available."""
+    if not is_colab():
+        return False
+    if (mount_point / "MyDrive").is_dir():
+        return True
+    from google.colab import drive
+
+    drive.mount(str(mount_point))
+    return (mount_point / "MyDrive").is_dir()
+
+
+def drive_root() -> Path:
+    """The folder that holds weights and outputs.
+
+    ``$HV_ROOT`` wins; on Colab with Drive mounted it is ``/content/drive/MyDrive/human-video``; elsewhere
+    ``~/.cache/human-video``. The folder is created.
+    """
+    env = os.environ.get("HV_ROOT")
+    if env:
+        root = Path(env).expanduser()
+    elif is_colab() and (DRIVE_MOUNT / "MyDrive").is_dir():
+        root = DRIVE_ROOT_ON_COLAB
+    else:
+        root = DEFAULT_LOCAL_ROOT.expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def outputs_dir(task: str) -> Path:
+    """Where a task writes its videos and sidecars: ``<drive root>/outputs/<task>``."""
+    path = drive_root() / "outputs" / task
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hf_token(prompt: bool = True) -> str | None:
+    """The Hugging Face token: Colab secret ``HF_TOKEN``, then env ``HF_TOKEN``, then a hidden prompt.
+
+    The token is never printed. The prompt only appears in an interactive session (not under CI or papermill).
+    """
+    if is_colab():
+        try:
+            from google.colab import userdata
+
+            token = userdata.get("HF_TOKEN")
+            if token:
+                return token
+        except Exception:  # secret missing or notebook access not granted: fall through to the other sources
+            pass
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    if prompt and sys.stdin is not None and sys.stdin.isatty() and not os.environ.get("CI"):
+        token = getpass.getpass("Hugging Face token (input hidden; Enter to skip): ").strip()
+        return token or None
+    return None
+
+
+@dataclass(frozen=True)
+class GPUInfo:
+    name: str
+    total_gb: float
+    bf16: bool
+    capability: tuple[int, int]
+
+
+def gpu_info() -> GPUInfo | None:
+    """The CUDA device actually granted, or None on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return GPUInfo(
+        name=props.name,
+        total_gb=props.total_memory / 2**30,
+        bf16=torch.cuda.is_bf16_supported(),
+        capability=(props.major, props.minor),
+    )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How to run on this machine. Pipelines read these knobs; nothing here touches a model.
+
+    - ``offload``: ``"none"`` (everything on the GPU), ``"model"`` (accelerate model CPU offload: one component on
+      the GPU at a time) or ``"sequential"`` (layer by layer; slowest, smallest).
+    - ``vae_decode_chunk``: frames decoded per VAE call.
+    - ``ff_chunk``: feed-forward chunk size for UNets that support it (``None`` = off).
+    - ``attention_slicing``: slice attention (only useful without SDPA memory-efficient kernels).
+    """
+
+    device: str
+    dtype_name: str
+    tier: str
+    gpu_name: str
+    gpu_total_gb: float
+    offload: str = "none"
+    vae_decode_chunk: int = 8
+    ff_chunk: int | None = None
+    attention_slicing: bool = False
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        where = f"{self.gpu_name} ({self.gpu_total_gb:.0f} GB)" if self.device == "cuda" else "CPU"
+        ff = f", feed-forward chunk {self.ff_chunk}" if self.ff_chunk else ""
+        return (
+            f"{where} → {self.tier} plan: {self.dtype_name}, offload={self.offload}, "
+            f"VAE decode {self.vae_decode_chunk} frames at a time{ff}"
+        )
+
+
+def plan_for(gpu: GPUInfo | None) -> MemoryPlan:
+    """The memory plan for a given GPU (None = CPU). Pure: tests call it with made-up GPUs.
+
+    Tiers by memory: ≤ 17 GB (T4 16 GB, V100 16 GB) offloads whole models and chunks the feed-forward; ≤ 25 GB (L4,
+    A10G, 3090/4090) keeps models on the GPU but decodes in small chunks; larger cards (A100 40/80, H100, H200) run
+    everything resident. fp16 everywhere on CUDA: every method here was released in fp16 or fp32.
+    """
+    if gpu is None:
+        return MemoryPlan(
+            device="cpu", dtype_name="float32", tier="cpu", gpu_name="CPU", gpu_total_gb=0.0,
+            offload="none", vae_decode_chunk=2, ff_chunk=None,
+        )
+    common = dict(device="cuda", dtype_name="float16", gpu_name=gpu.name, gpu_total_gb=round(gpu.total_gb, 1))
+    if gpu.total_gb < 12:
+        return MemoryPlan(tier="small", offload="sequential", vae_decode_chunk=1, ff_chunk=1,
+                          attention_slicing=True, **common)
+    if gpu.total_gb <= 17:
+        return MemoryPlan(tier="t4", offload="model", vae_decode_chunk=2, ff_chunk=1, **common)
+    if gpu.total_gb <= 25:
+        return MemoryPlan(tier="l4", offload="none", vae_decode_chunk=4, ff_chunk=1, **common)
+    if gpu.total_gb <= 48:
+        return MemoryPlan(tier="a100-40", offload="none", vae_decode_chunk=8, **common)
+    return MemoryPlan(tier="large", offload="none", vae_decode_chunk=16, **common)
+
+
+def memory_plan(override: str | None = None) -> MemoryPlan:
+    """The plan for the GPU actually granted. ``override`` (or ``$HV_PLAN``) forces a tier: cpu, small, t4, l4,
+    a100-40, large — e.g. to test the T4 plan on a big card."""
+    override = override or os.environ.get("HV_PLAN")
+    gpu = gpu_info()
+    if override:
+        sizes = {"small": 8.0, "t4": 15.0, "l4": 22.5, "a100-40": 40.0, "large": 80.0}
+        if override == "cpu":
+            return plan_for(None)
+        if override not in sizes:
+            from helpers.errors import InputError
+
+            raise InputError(f"unknown memory plan {override!r}: use one of cpu, {', '.join(sizes)}")
+        if gpu is None:
+            gpu = GPUInfo(name="(no GPU)", total_gb=sizes[override], bf16=False, capability=(0, 0))
+        else:
+            gpu = dataclasses.replace(gpu, total_gb=sizes[override])
+    return plan_for(gpu)
+
+
+def peak_memory_gb() -> float:
+    """Peak GPU memory allocated by torch since the last reset (0 on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0.0
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def environment_summary() -> dict:
+    """Versions and hardware, for sidecars and bug reports."""
+    import platform
+
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "colab": is_colab()}
+    for name in ("diffusers", "transformers", "huggingface_hub", "onnxruntime"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:
+            info[name] = None
+    gpu = gpu_info()
+    info["gpu"] = gpu.name if gpu else None
+    return info

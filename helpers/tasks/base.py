@@ -1,0 +1,308 @@
+"""The task pattern shared by every notebook: Params dataclass → ``run(params, progress=...)`` → Result.
+
+A task declares its parameters once; the widget form (``helpers.ui``), the CLI (``python -m helpers``) and the JSON
+sidecar are generated from that declaration.
+
+>>> from dataclasses import dataclass, field
+>>> from helpers.tasks.base import TaskParams, param
+>>> @dataclass
+... class Params(TaskParams):
+...     steps: int = field(default=25, metadata=param("Denoising steps", min=1, max=100))
+...     width: int = field(default=576, metadata=param("Width (px)", min=64, max=1024, step=64))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.errors import InputError
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as work advances (e.g. ``("denoise", 12, 50)``)."""
+
+
+def param(help: str, *, min: float | None = None, max: float | None = None, step: float | None = None,
+          choices: typing.Sequence | None = None, widget: str | None = None, group: str | None = None) -> dict:
+    """Field metadata for a Params dataclass.
+
+    ``widget`` overrides the default control: ``"text"``, ``"textarea"``, ``"file"`` (an upload; the value is a path),
+    ``"hidden"`` (not in the form). ``group`` puts the field under a heading ("Advanced" fields start collapsed).
+    """
+    return {"help": help, "min": min, "max": max, "step": step,
+            "choices": list(choices) if choices is not None else None, "widget": widget, "group": group}
+
+
+@dataclass
+class TaskParams:
+    """Fields every task has. Task Params subclass this and add their own (all with defaults)."""
+
+    seed: int = field(default=42, metadata=param("Random seed: the same seed and settings give the same video",
+                                                  min=0, max=2**31 - 1))
+    smoke: bool = field(default=False, metadata=param(
+        "SMOKE mode: tiny random-weight models and tiny sizes, to check the whole path in seconds (output is noise)",
+        widget="hidden"))
+    output_dir: str = field(default="", metadata=param(
+        "Folder for the mp4 + JSON sidecar (empty: <Drive root>/outputs/<task>)", widget="text", group="Advanced"))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: type
+    default: Any
+    help: str
+    min: float | None
+    max: float | None
+    step: float | None
+    choices: list | None
+    widget: str | None
+    group: str | None
+
+
+def field_specs(params_cls: type) -> list[FieldSpec]:
+    """The fields of a Params class with their resolved types and metadata, task fields first."""
+    hints = typing.get_type_hints(params_cls)
+    own, common = [], []
+    base_names = {f.name for f in dataclasses.fields(TaskParams)}
+    for f in dataclasses.fields(params_cls):
+        meta = dict(f.metadata) or param("")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        ftype = hints[f.name]
+        if typing.get_origin(ftype) is typing.Union or type(ftype).__name__ == "UnionType":
+            args = [a for a in typing.get_args(ftype) if a is not type(None)]
+            ftype = args[0] if len(args) == 1 else str
+        spec = FieldSpec(f.name, ftype, default, meta.get("help", ""), meta.get("min"), meta.get("max"),
+                         meta.get("step"), meta.get("choices"), meta.get("widget"), meta.get("group"))
+        (common if f.name in base_names else own).append(spec)
+    return own + common
+
+
+def check_params(params: TaskParams) -> None:
+    """Check every field against its declared type, range and choices; raise ``InputError`` on the first problem."""
+    for spec in field_specs(type(params)):
+        value = getattr(params, spec.name)
+        label = spec.name
+        if spec.type is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(f"{label} must be true or false (got {value!r})")
+            continue
+        if spec.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise InputError(f"{label} must be a number (got {value!r})")
+            if spec.type is int and float(value) != int(value):
+                raise InputError(f"{label} must be a whole number (got {value!r})")
+            if spec.min is not None and value < spec.min:
+                raise InputError(f"{label} must be at least {spec.min} (got {value})")
+            if spec.max is not None and value > spec.max:
+                raise InputError(f"{label} must be at most {spec.max} (got {value})")
+        if spec.choices is not None and value not in spec.choices:
+            raise InputError(f"{label} must be one of {', '.join(map(str, spec.choices))} (got {value!r})")
+
+
+def params_from_dict(params_cls: type, values: dict) -> TaskParams:
+    """Build Params from a dict (preset, CLI, JSON), refusing unknown names with the list of known ones."""
+    known = {f.name for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return params_cls(**values)
+
+
+def is_smoke(params: TaskParams | None = None) -> bool:
+    """SMOKE mode: ``params.smoke`` or ``$HV_SMOKE=1``."""
+    return bool(getattr(params, "smoke", False)) or os.environ.get("HV_SMOKE", "") in ("1", "true", "True")
+
+
+def smoke_root() -> Path:
+    """Where SMOKE mode writes its tiny random-weight packs (a temp folder, never the user's Drive)."""
+    path = Path(os.environ.get("HV_SMOKE_ROOT", Path(tempfile.gettempdir()) / "human-video-smoke"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_multiple(name: str, value: int, multiple: int) -> None:
+    if value % multiple:
+        lower = value - value % multiple
+        raise InputError(f"{name} must be a multiple of {multiple} (got {value}; try {lower or multiple})")
+
+
+def check_prompt(prompt: str, *, name: str = "prompt") -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise InputError(f"the {name} is empty: describe what you want to see")
+    return prompt
+
+
+# ------------------------------------------------------------------------------------------------------- progress
+
+
+class Timings:
+    """Wall-clock seconds per stage, for the sidecar."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self._start, 3)
+
+
+class TqdmProgress:
+    """Default progress when none is given: one tqdm bar per stage (works in notebooks and terminals)."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, leave=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+            self._bars.pop(stage, None)
+
+
+def progress_or_default(progress: Progress | None) -> Progress:
+    return progress if progress is not None else TqdmProgress()
+
+
+# --------------------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    """What a task returns. ``frames`` is (T, H, W, 3) uint8; paths point at what was written."""
+
+    frames: np.ndarray
+    fps: float
+    video_path: Path | None = None
+    preview_path: Path | None = None
+    sidecar_path: Path | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def show(self) -> None:
+        from helpers import media
+
+        shown = self.preview_path if self.preview_path and self.preview_path.exists() else None
+        media.show_video(media.read_video(shown).frames if shown else self.frames, fps=self.fps)
+
+
+_MODEL_CACHE: dict[str, Any] = {}
+
+
+def cached(key: str, loader: Callable[[], Any]) -> Any:
+    """Keep one loaded pipeline between runs (pressing Generate twice does not reload weights). A different key
+    frees the previous pipeline first, so two large models never sit on the GPU together."""
+    if key not in _MODEL_CACHE:
+        clear_cache()
+        _MODEL_CACHE[key] = loader()
+    return _MODEL_CACHE[key]
+
+
+def clear_cache() -> None:
+    import gc
+
+    _MODEL_CACHE.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def output_folder(task: str, params: TaskParams) -> Path:
+    from helpers import runtime
+
+    if params.output_dir:
+        folder = Path(params.output_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    if is_smoke(params):
+        folder = smoke_root() / "outputs" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return runtime.outputs_dir(task)
+
+
+def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, meta: dict | None = None,
+           timings: Timings | None = None) -> Result:
+    """Write the result: ``<stem>.mp4``, ``<stem>_preview.mp4`` (control | result, small) and ``<stem>.json``.
+
+    The sidecar holds every parameter, the seed, the weight files and their revisions (``meta["weights"]``), timings,
+    peak GPU memory, the memory plan and library versions. Existing files are never overwritten.
+    """
+    from helpers import media, runtime
+
+    frames = media.as_uint8_video(frames)
+    folder = output_folder(task, params)
+    stem = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}"
+    n = 1
+    while (folder / f"{stem}.mp4").exists():
+        n += 1
+        stem = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}_{n}"
+    video_path = media.write_video(folder / f"{stem}.mp4", frames, fps)
+    preview = media.side_by_side(control, frames) if control is not None else frames
+    preview_path = media.write_video(folder / f"{stem}_preview.mp4", media.fit_within(preview, 512), fps, crf=28)
+    metadata = {
+        "task": task,
+        "params": _jsonable(params),
+        "seed": params.seed,
+        "frames": int(frames.shape[0]),
+        "size": [int(frames.shape[2]), int(frames.shape[1])],
+        "fps": fps,
+        "timings_s": (timings.seconds | {"total": timings.total()}) if timings else {},
+        "peak_gpu_memory_gb": round(runtime.peak_memory_gb(), 3),
+        "environment": runtime.environment_summary(),
+        **_jsonable(meta or {}),
+    }
+    sidecar_path = folder / f"{stem}.json"
+    sidecar_path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    return Result(frames=frames, fps=fps, video_path=video_path, preview_path=preview_path,
+                  sidecar_path=sidecar_path, metadata=metadata)
