@@ -33,8 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
 from .keypoints import PoseFrame
@@ -106,7 +104,9 @@ def fit_pose_alignment(
     driving_body = np.stack([driving[i].body[0, ids] for i in fit])  # [F, K, 2]
     driving_y = driving_body[:, :, 1].flatten()
     if np.ptp(driving_y) == 0:
-        raise InputError("The dancer's keypoints do not move vertically at all: use a video where the dancer is visible.")
+        raise InputError(
+            "The dancer's keypoints do not move vertically at all: use a video where the dancer is visible."
+        )
     ref_y = np.tile(ref_body[:, 1], len(fit))
     ay, by = np.polyfit(driving_y, ref_y, 1)
     frame_height, frame_width = driving[fit[0]].height, driving[fit[0]].width
@@ -150,6 +150,9 @@ def crop_reference_image(image: np.ndarray, height: int, width: int) -> np.ndarr
         size = (height, math.ceil(height / source_ratio))
     else:
         size = (math.ceil(width * source_ratio), width)
+    import torch  # imported here: the rest of the pose front-end does not need torch
+    import torch.nn.functional as F
+
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=False)
     resized = resized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()

@@ -166,7 +166,8 @@ class PoseFrame:
         size = np.array([float(width), float(height)])
         normalised, neck = keypoints / size, neck / size
         neck_score = (
-            (scores[:, _WB_LEFT_SHOULDER] > VISIBILITY_THRESHOLD) & (scores[:, _WB_RIGHT_SHOULDER] > VISIBILITY_THRESHOLD)
+            (scores[:, _WB_LEFT_SHOULDER] > VISIBILITY_THRESHOLD)
+            & (scores[:, _WB_RIGHT_SHOULDER] > VISIBILITY_THRESHOLD)
         ).astype(np.float64)
         coco = list(_OPENPOSE_FROM_COCO)
         body = normalised[:, coco]

@@ -185,7 +185,9 @@ def draw_pose(
     return np.ascontiguousarray(cv2.resize(canvas, (width, height))[:, :, ::-1])
 
 
-def draw_poses(poses: Sequence[PoseFrame], height: int | None = None, width: int | None = None, **options) -> np.ndarray:
+def draw_poses(
+    poses: Sequence[PoseFrame], height: int | None = None, width: int | None = None, **options
+) -> np.ndarray:
     """Render a pose sequence as [N, H, W, 3] uint8 (size default: the first pose's). Options as :func:`draw_pose`."""
     if not poses:
         raise ValueError("draw_poses needs at least one pose")
