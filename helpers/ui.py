@@ -23,6 +23,8 @@ from helpers.tasks.base import FieldSpec, Result, field_specs, params_from_dict
 
 FORM_WIDTH = "640px"  # readable on a laptop screen next to Colab's side panel
 _STYLE = {"description_width": "170px"}
+# ipywidgets 8 renamed description_tooltip to tooltip; Colab still ships 7.7
+_TOOLTIP = "tooltip" if int(W.__version__.split(".")[0]) >= 8 else "description_tooltip"
 
 
 def _layout(**extra) -> W.Layout:
@@ -31,8 +33,8 @@ def _layout(**extra) -> W.Layout:
 
 def widget_for(spec: FieldSpec) -> W.Widget:
     """The control for one field: dropdown for choices, slider for bounded numbers, checkbox, text or upload."""
-    common = dict(description=spec.name.replace("_", " "), description_tooltip=spec.help, style=_STYLE,
-                  layout=_layout())
+    common = {"description": spec.name.replace("_", " "), _TOOLTIP: spec.help, "style": _STYLE,
+              "layout": _layout()}
     value = spec.default
     if spec.choices is not None:
         return W.Dropdown(options=list(spec.choices), value=value, **common)
@@ -71,8 +73,8 @@ class FileField(W.VBox):
     def __init__(self, spec: FieldSpec):
         self.spec = spec
         self.path = W.Text(value=str(spec.default or ""), description=spec.name.replace("_", " "),
-                           description_tooltip=spec.help, placeholder="path, or upload →", style=_STYLE,
-                           layout=W.Layout(width="100%"))
+                           placeholder="path, or upload →", style=_STYLE, layout=W.Layout(width="100%"),
+                           **{_TOOLTIP: spec.help})
         self.upload = W.FileUpload(multiple=False, description="Upload", layout=W.Layout(width="110px"))
         self.upload.observe(self._on_upload, names="value")
         super().__init__([W.HBox([self.path, self.upload], layout=_layout())])

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import media
+from helpers.errors import InputError
+
+
+def test_image_formats_are_normalised(tmp_path):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:10, :, 3] = 255  # top half opaque red, bottom transparent → white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    img = media.read_image(tmp_path / "a.png")
+    assert img.shape == (20, 30, 3) and img.dtype == np.uint8
+    assert tuple(img[0, 0]) == (200, 0, 0) and tuple(img[-1, 0]) == (255, 255, 255)
+
+    Image.fromarray(np.full((16, 16), 77, np.uint8), "L").save(tmp_path / "g.png")
+    assert tuple(media.read_image(tmp_path / "g.png")[3, 3]) == (77, 77, 77)
+
+    sixteen = np.full((16, 16), 65535, np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "s.png")
+    assert media.read_image(tmp_path / "s.png").max() == 255
+
+
+def test_huge_image_is_downscaled():
+    img = media.read_image(np.zeros((100, 50, 3), np.uint8), max_side=40)
+    assert img.shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all"])
+def test_corrupt_image_is_one_line_error(tmp_path, content):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="cannot read broken.png") as err:
+        media.read_image(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_tiny_images(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        media.read_image(tmp_path / "nope.jpg")
+    with pytest.raises(InputError, match="only 4×4"):
+        media.read_image(np.zeros((4, 4, 3), np.uint8))
+
+
+def moving_square(n=12, h=32, w=48):
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, 8:20, 2 + 2 * i : 14 + 2 * i] = 255
+    return frames
+
+
+def test_video_roundtrip_stride_and_info(tmp_path):
+    frames = moving_square()
+    path = media.write_video(tmp_path / "v.mp4", frames, fps=10)
+    info = media.video_info(path)
+    assert (info.frame_count, info.width, info.height) == (12, 48, 32)
+    video = media.read_video(path, stride=2, max_frames=4)
+    assert video.frames.shape == (4, 32, 48, 3) and video.fps == pytest.approx(10)
+    assert list(video.indices) == [0, 2, 4, 6] and video.source_frame_count >= 7
+    # the square moved: decoded frames follow the written ones (lossy codec, so compare coarsely)
+    assert np.abs(video.frames[1].astype(int) - frames[2].astype(int)).mean() < 12
+
+
+def test_video_errors(tmp_path):
+    path = media.write_video(tmp_path / "v.mp4", moving_square(3), fps=5)
+    with pytest.raises(InputError, match="at least 10"):
+        media.read_video(path, min_frames=10)
+    (tmp_path / "bad.mp4").write_bytes(b"garbage")
+    with pytest.raises(InputError):
+        media.read_video(tmp_path / "bad.mp4")
+    with pytest.raises(InputError, match="stride"):
+        media.read_video(path, stride=0)
+
+
+def test_side_by_side_holds_last_frame_of_an_image():
+    video = moving_square(5)
+    still = np.full((64, 64, 3), 9, np.uint8)
+    both = media.side_by_side(still, video, gap=2)
+    assert both.shape == (5, 64, 64 + 2 + 96, 3)
+    assert (both[:, :, :64] == 9).all()
+
+
+def test_preview_is_small_html_video():
+    html = media.preview_html(np.repeat(moving_square(8, 240, 640), 1, axis=0), fps=8, max_side=128)
+    assert "<video" in html and "base64" in html
+    assert len(html) < 200_000
