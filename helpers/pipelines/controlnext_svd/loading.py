@@ -1,0 +1,218 @@
+"""Loading ControlNeXt-SVD from the on-disk packs: strict key checks, dtype/device, memory-plan knobs.
+
+Three roles make a pipeline (``weights.resolve`` finds them under the Drive root):
+
+- ``controlnext_svd_<version>/unet``: the complete retrained SVD-XT UNet (flat dict, diffusers key names), built as
+  a stock ``UNetSpatioTemporalConditionModel`` — no base UNet download is needed;
+- ``controlnext_svd_<version>/controlnext``: the pose encoder (its version is read from its keys);
+- ``svd_xt_1_1/components``: the SVD-XT 1.1 folder without UNet weights (vae/, image_encoder/, scheduler/,
+  feature_extractor/, and unet/config.json when present).
+
+>>> from helpers import runtime
+>>> pipe = load_pipeline(version="v2", plan=runtime.memory_plan())     # fp16 on CUDA, fp32 on CPU
+>>> pipe = load_pipeline(ControlNeXtPaths(unet=..., controlnext=..., components=...), dtype=torch.float32,
+...                      device="cpu")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+from helpers.errors import InputError, StrictLoadError, check_strict_load
+
+from .encoder import OFFICIAL_V1, OFFICIAL_V2, ControlNeXtEncoder, detect_version
+from .pipeline import ControlNeXtSVDPipeline
+
+VERSIONS = ("v2", "v1")
+
+# The SVD-XT(-1.1) UNet configuration, used when the components folder has no unet/config.json.
+SVD_XT_UNET_CONFIG = dict(
+    sample_size=96, in_channels=8, out_channels=4,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+    up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+    block_out_channels=(320, 640, 1280, 1280), addition_time_embed_dim=256, projection_class_embeddings_input_dim=768,
+    layers_per_block=2, cross_attention_dim=1024, transformer_layers_per_block=1, num_attention_heads=(5, 10, 20, 20),
+    num_frames=25,
+)
+OFFICIAL_ENCODERS = {"v2": OFFICIAL_V2, "v1": OFFICIAL_V1}
+
+
+@dataclass(frozen=True)
+class ControlNeXtPaths:
+    """Where the three parts are: the UNet weights file, the pose-encoder file and the SVD components folder."""
+
+    unet: Path
+    controlnext: Path
+    components: Path
+
+    @classmethod
+    def from_packs(cls, version: str = "v2", root: Path | str | None = None) -> ControlNeXtPaths:
+        """Resolve the packs under ``root`` (default: the Drive root); raises ``MissingWeightsError`` if absent."""
+        from helpers import weights
+
+        if version not in VERSIONS:
+            raise InputError(f"unknown ControlNeXt-SVD version {version!r}: use 'v2' or 'v1'")
+        pack = f"controlnext_svd_{version}"
+        return cls(
+            unet=Path(weights.resolve(pack, "unet", root)),
+            controlnext=Path(weights.resolve(pack, "controlnext", root)),
+            components=Path(weights.resolve("svd_xt_1_1", "components", root)),
+        )
+
+
+def read_state_dict(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A flat tensor dict from ``.safetensors`` or a torch pickle (``weights_only``), floats cast to ``dtype``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        tensors = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                tensors[key] = _cast(f.get_tensor(key), dtype)
+        return tensors
+    loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise StrictLoadError(f"{path.name}", unexpected=["<not a flat dict of tensors>"])
+    return {k: _cast(v, dtype) for k, v in loaded.items()}
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def load_controlnext(path: Path, expected_version: str | None = None) -> ControlNeXtEncoder:
+    """The pose encoder from a checkpoint, loaded strictly (float32, CPU). A file of the other version raises
+    ``StrictLoadError`` listing the keys that tell the versions apart."""
+    state_dict = read_state_dict(path)
+    found = detect_version(state_dict)
+    if expected_version is not None and found != expected_version:
+        expected_keys = set(ControlNeXtEncoder(**OFFICIAL_ENCODERS[expected_version]).state_dict())
+        raise StrictLoadError(
+            f"ControlNeXt pose encoder {Path(path).name} is a {found} file but {expected_version} was asked for",
+            missing=sorted(expected_keys - set(state_dict)),
+            unexpected=sorted(set(state_dict) - expected_keys),
+        )
+    return ControlNeXtEncoder.from_state_dict(state_dict, what=f"ControlNeXt pose encoder {Path(path).name}")
+
+
+def unet_config(components: Path) -> dict:
+    """The UNet config: ``components/unet/config.json`` when the folder has it, else the SVD-XT one."""
+    config_file = Path(components) / "unet" / "config.json"
+    if config_file.is_file():
+        return {k: v for k, v in json.loads(config_file.read_text()).items() if not k.startswith("_")}
+    return dict(SVD_XT_UNET_CONFIG)
+
+
+def load_unet(path: Path, config: dict, dtype: torch.dtype = torch.float32) -> UNetSpatioTemporalConditionModel:
+    """A stock SVD UNet built without allocating weights, then filled strictly from ``path`` in ``dtype``."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        unet = UNetSpatioTemporalConditionModel.from_config(config)
+    state_dict = read_state_dict(path, dtype)
+    check_strict_load(f"ControlNeXt-SVD UNet {Path(path).name}", unet, state_dict)
+    unet.load_state_dict(state_dict, strict=True, assign=True)
+    return unet.to(dtype).eval()
+
+
+def _weight_variant(folder: Path, stem: str) -> str | None:
+    """'fp16' when a folder holds only the fp16 variant of its weights (what the downloads keep)."""
+    has_plain = (folder / f"{stem}.safetensors").is_file() or (folder / f"{stem}.bin").is_file()
+    has_fp16 = (folder / f"{stem}.fp16.safetensors").is_file() or (folder / f"{stem}.fp16.bin").is_file()
+    return "fp16" if has_fp16 and not has_plain else None
+
+
+def _check_loading_info(what: str, info: dict) -> None:
+    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
+    mismatched = [str(m) for m in info.get("mismatched_keys", [])]
+    if missing or unexpected or mismatched:
+        raise StrictLoadError(what, sorted(missing), sorted(unexpected), mismatched)
+
+
+def load_components(components: Path, dtype: torch.dtype = torch.float32) -> dict:
+    """VAE, CLIP image encoder, scheduler and feature extractor from an SVD-XT folder (strict, in ``dtype``)."""
+    components = Path(components)
+    vae, info = AutoencoderKLTemporalDecoder.from_pretrained(
+        components, subfolder="vae", torch_dtype=dtype, output_loading_info=True,
+        variant=_weight_variant(components / "vae", "diffusion_pytorch_model"),
+    )
+    _check_loading_info("SVD temporal VAE", info)
+    image_encoder, info = CLIPVisionModelWithProjection.from_pretrained(
+        components / "image_encoder", dtype=dtype, output_loading_info=True,
+        variant=_weight_variant(components / "image_encoder", "model"),
+    )
+    _check_loading_info("SVD CLIP image encoder", info)
+    return dict(
+        # Some library versions ignore the dtype argument: cast explicitly.
+        vae=vae.to(dtype).eval(),
+        image_encoder=image_encoder.to(dtype).eval(),
+        scheduler=EulerDiscreteScheduler.from_pretrained(components, subfolder="scheduler"),
+        feature_extractor=CLIPImageProcessor.from_pretrained(components, subfolder="feature_extractor"),
+    )
+
+
+def load_pipeline(
+    paths: ControlNeXtPaths | Path | str | None = None,
+    *,
+    version: str = "v2",
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    plan=None,
+) -> ControlNeXtSVDPipeline:
+    """Load the whole pipeline and apply a memory plan.
+
+    ``paths``: explicit ``ControlNeXtPaths``, or a Drive root (folder holding ``models/``), or None for the default
+    root. ``plan``: a ``helpers.runtime.MemoryPlan`` (default: the plan for this machine); it gives the dtype and
+    device unless they are passed, and its knobs are applied: ``offload`` ("model": accelerate model CPU offload,
+    "sequential": layer-by-layer offload, "none"), ``ff_chunk`` (UNet feed-forward chunking) and
+    ``vae_decode_chunk`` (an upper bound on frames decoded at once).
+    """
+    from helpers import runtime
+
+    if version not in VERSIONS:
+        raise InputError(f"unknown ControlNeXt-SVD version {version!r}: use 'v2' or 'v1'")
+    if not isinstance(paths, ControlNeXtPaths):
+        paths = ControlNeXtPaths.from_packs(version, paths)
+    plan = plan if plan is not None else runtime.memory_plan()
+    device = torch.device(device if device is not None else plan.device)
+    dtype = dtype if dtype is not None else plan.dtype
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32  # half-precision convolutions are slow or missing on CPU
+
+    controlnext = load_controlnext(paths.controlnext, expected_version=version)
+    unet = load_unet(paths.unet, unet_config(paths.components), dtype)
+    widths = unet.config.block_out_channels
+    needed = widths[0] if version == "v2" else widths[-1]
+    if controlnext.config.output_channels != needed:
+        raise StrictLoadError(
+            f"ControlNeXt {version} pose encoder vs UNet",
+            mismatched=[f"mid_convs.1.weight gives {controlnext.config.output_channels} channels, the UNet's "
+                        f"injection site has {needed}"],
+        )
+    pipe = ControlNeXtSVDPipeline(unet=unet, controlnext=controlnext.to(dtype).eval(),
+                                  **load_components(paths.components, dtype))
+    apply_memory_plan(pipe, plan, device)
+    return pipe
+
+
+def apply_memory_plan(pipe: ControlNeXtSVDPipeline, plan, device: torch.device) -> None:
+    """Place the pipeline on ``device`` according to ``plan.offload`` and set the chunking knobs."""
+    offload = getattr(plan, "offload", "none") if device.type == "cuda" else "none"
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    ff_chunk = getattr(plan, "ff_chunk", None)
+    if ff_chunk:
+        # dim 0 = one frame at a time in the spatial blocks (the temporal blocks always chunk over frames).
+        pipe.unet.enable_forward_chunking(chunk_size=ff_chunk, dim=0)
+    pipe.max_decode_chunk = getattr(plan, "vae_decode_chunk", None)
