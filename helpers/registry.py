@@ -146,6 +146,9 @@ MUSEV_NC = Licence("MuseV models: non-commercial research (see the MuseV README)
 MAJICMIX = Licence("CreativeML OpenRAIL-M family (majicMIX realistic v6, redistributed in TMElyralab/MuseV)",
                    "https://huggingface.co/TMElyralab/MuseV", note="per-file licence not verified")
 MIT_SD_VAE = Licence("MIT", "https://huggingface.co/stabilityai/sd-vae-ft-mse")
+OPENPOSE_BODY = Licence("CMU OpenPose licence: non-commercial research (model converted to PyTorch)",
+                        "https://github.com/CMU-Perceptual-Computing-Lab/openpose/blob/master/LICENSE",
+                        note="no licence is stated on lllyasviel/Annotators; the body model comes from CMU OpenPose")
 OPENRAIL_M_CONTROLNET = Licence("CreativeML OpenRAIL-M", "https://huggingface.co/lllyasviel/control_v11p_sd15_openpose")
 
 # -- shared folder layouts -----------------------------------------------------------------------------------------
@@ -325,6 +328,12 @@ PACKS: dict[str, Pack] = {p.id: p for p in (
         ), optional=True),
     ),
     _pack(
+        "openpose_annotator", "OpenPose body estimator weights (controlnet-aux's OpenposeDetector)",
+        Role("body", "OpenPose 18-keypoint body model, PyTorch pickle loaded by controlnet-aux", (
+            _file("lllyasviel/Annotators", "body_pose_model.pth", OPENPOSE_BODY, 209_300_000),
+        )),
+    ),
+    _pack(
         "controlnet_sd21_openpose", "thibaud's SD2.1 OpenPose ControlNet (diffusers format)",
         Role("controlnet", "ControlNetModel folder", (
             _folder("thibaud/controlnet-sd21-openpose-diffusers", ("config.json", "*.safetensors", "*.bin"),
@@ -348,5 +357,5 @@ TASK_EXTRAS: dict[str, tuple[str, ...]] = {
     "text_image_to_video": ("musev/unet_referencenet_pose", "musev/ip_adapter_image_proj_pose",
                             "musev/controlnet_openpose", "dwpose"),
     "id_preserving_video": ("sparsectrl_scribble",),
-    "zero_shot_pose_video": ("sd21/base_512",),
+    "zero_shot_pose_video": ("sd21/base_512", "openpose_annotator"),
 }

@@ -25,6 +25,7 @@ from helpers.errors import WeightsError
 from helpers.registry import HubSource, UrlSource
 
 HASH_CHUNK = 8 * 2**20
+URL_RETRIES = 3  # gdown retries (with backoff) a dropped or refused connection this many times, resuming
 _WEIGHT_RANKS = {(True, "safetensors"): 0, (False, "safetensors"): 1, (True, "bin"): 2, (False, "bin"): 3}
 
 
@@ -146,6 +147,8 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
             mapped = hub_error(err, source, token)
             raise (SourceGone(f"{rel} not found") if isinstance(mapped, SourceGone) else mapped) from err
         if remote["sha256"] or path.stat().st_size > 10 * 2**20:
+            if path.stat().st_size > 10**9:
+                say(progress, f"{rel}: checking its sha256")
             digest = sha256_file(path)
             intact = remote["sha256"] in (None, digest)
         else:  # small files live in git, not LFS: the Hub gives their git blob id
@@ -170,13 +173,18 @@ def fetch_url(source: UrlSource, folder: Path, progress: bool = True) -> list[st
     staging.mkdir(parents=True, exist_ok=True)
     target = staging / source.filename
     try:
-        gdown.download(url=source.url, output=str(target), quiet=not progress, resume=True,
-                       use_cookies="drive.google.com" in source.url)
+        gdown.download(url=source.url, output=str(target), quiet=not progress, resume=True, retries=URL_RETRIES,
+                       timeout=(30, 120), use_cookies="drive.google.com" in source.url)
     except requests.HTTPError as err:
         if err.response is not None and err.response.status_code in (404, 410):
             raise SourceGone("not found") from err
         raise WeightsError(f"Could not download {source.url} ({err}): re-run later to resume.") from err
     except Exception as err:  # gdown: Google Drive quota or permission pages, dropped connections
+        cause = err.__cause__ if isinstance(err, gdown.exceptions.DownloadError) else err
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
+            # One host being unreachable (GitHub, Google Drive) is no reason to give up on a mirror elsewhere;
+            # the partial file stays and is resumed when this source is used again.
+            raise SourceGone(f"unreachable: {type(cause).__name__}") from err
         raise WeightsError(f"Could not download {source.url} ({type(err).__name__}): re-run to resume, or try "
                            f"again later.") from err
     if not source.extract:

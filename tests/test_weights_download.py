@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import zipfile
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from fake_hub import FakeHub
 from safetensors.torch import load_file
 
-from helpers import registry, weights
+from helpers import registry, sources, weights
 from helpers.errors import WeightsError
 from helpers.registry import HubSource, Licence, Pack, Role, Task, UrlSource
 
@@ -245,6 +246,24 @@ def test_url_source_zip_member_is_unpacked(hub, tmp_path, monkeypatch):
     assert weights.resolve("faces", "detector", root=tmp_path).read_bytes() == b"scrfd weights"
     assert sorted(p.name for p in folder.iterdir()) == [".source.json", "det_10g.onnx"]
     assert _manifest(tmp_path, "faces", "detector")["source"] == {"kind": "url", "label": url, "url": url}
+
+
+def test_unreachable_url_source_falls_back_to_a_hub_mirror(hub, tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a local port that nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setattr(sources, "URL_RETRIES", 0)
+    role = Role("detector", "", (
+        UrlSource(f"http://127.0.0.1:{closed_port}/buffalo_l.zip", "buffalo_l.zip", OPEN, entry="det.onnx",
+                  extract=("det.onnx",)),
+        HubSource("org/model", OPEN, files=("det.onnx",), entry="det.onnx"),
+    ))
+    monkeypatch.setitem(registry.PACKS, "faces", Pack("faces", "", {"detector": role}))
+
+    weights.download(["faces"], root=tmp_path, progress=False)
+
+    assert weights.resolve("faces", "detector", root=tmp_path).read_bytes() == ONNX
+    assert _manifest(tmp_path, "faces", "detector")["source"]["label"] == "org/model"
 
 
 def test_fake_hub_serves_a_folder_of_repos_to_snapshot_download(tmp_path, monkeypatch):

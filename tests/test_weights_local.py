@@ -212,3 +212,12 @@ def test_gated_sources_are_marked_and_tasks_name_real_packs():
     for task, spec in registry.TASKS.items():
         assert weights.selection(spec.packs), task
         assert weights.selection(registry.TASK_EXTRAS[task]), task
+
+
+def test_models_doc_describes_every_pack_and_role():
+    text = (Path(__file__).resolve().parents[1] / "docs/models.md").read_text()
+    sections = {part.partition("`")[0]: part for part in text.split("\n### `")[1:]}
+    for pack in registry.PACKS.values():
+        assert pack.id in sections, pack.id
+        for role in pack.roles:
+            assert f"| `{role}`" in sections[pack.id], (pack.id, role)
