@@ -115,3 +115,13 @@ def test_tiny_onnx_pack_runs_through_onnxruntime(tmp_path):
     assert runner.fingerprint == DWPoseRunner.from_files(detector, pose_model).fingerprint
     runner.close()
     assert runner.detector is None and runner.pose_model is None
+
+
+def test_from_weights_opens_the_pack_in_the_weights_layout():
+    from helpers.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError):
+        DWPoseRunner.from_weights()
+    pose_testing.write_tiny_dwpose_pack()  # into $HV_ROOT (set per test by conftest)
+    runner = DWPoseRunner.from_weights(providers=["CPUExecutionProvider"])
+    assert runner(pose_testing.draw_dancer(0.5, 64, 48)).num_people == 1

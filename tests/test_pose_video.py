@@ -122,3 +122,20 @@ def test_example_assets_run_end_to_end_with_the_tiny_models(tmp_path):
     control = draw_poses([reference, *aligned])
     assert control.shape == (4, 128, 96, 3) and control.max() > 0
     assert alignment.fit_frames == (0, 1, 2)
+
+
+def test_default_runner_is_opened_only_when_a_frame_must_be_detected(tmp_path, monkeypatch):
+    pose_testing.write_tiny_dwpose_pack()  # into $HV_ROOT (set per test by conftest)
+    video = _write_video(tmp_path / "dance.mp4", frames=3)
+    opened = []
+    original = DWPoseRunner.from_weights.__func__
+
+    def counting_from_weights(cls, **kwargs):
+        opened.append(1)
+        return original(cls, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(DWPoseRunner, "from_weights", classmethod(counting_from_weights))
+    first = detect_video(video, [0, 2])
+    second = detect_video(video, [2, 0])
+    assert len(opened) == 1
+    assert _same(first[0], second[1]) and _same(first[1], second[0])

@@ -10,8 +10,8 @@ onnxruntime's ``get_inputs()`` / ``run(output_names, feeds)`` works (see ``helpe
 
 Pre- and post-processing follow the DWPose ONNX front-end used by ControlNeXt-SVD v2 and MimicMotion:
 
-* detector: letterbox into 640×640 (scale to fit, top-left, grey 114 padding), raw 0-255 **RGB** floats, NCHW (the
-  original feeds RGB although YOLOX was trained on BGR; we keep its input so our poses match its poses);
+* detector: letterbox into 640×640 (scale to fit, top-left, grey 114 padding), raw 0-255 **RGB** floats, NCHW (no
+  normalisation, no channel swap: the original feeds its decoded RGB frames as they are, and so do we);
   YOLOX decode on the 8/16/32 grids, class-aware NMS (IoU 0.45, legacy "+1" box areas, score > 0.1), then people
   (class 0) scoring > 0.3, best first;
 * pose model, per person: box centre, box size × 1.25, widened to the model's 3:4 aspect ratio, affine-warped to
@@ -250,12 +250,15 @@ class DWPoseRunner:
         return cls(sessions[0], sessions[1], fingerprint=model_fingerprint(*paths))
 
     @classmethod
-    def from_weights(cls, *, providers: Sequence[str] | None = None) -> DWPoseRunner:
-        """Open the DWPose pack from the weights folder (``weights.resolve("dwpose", "detector" | "pose_model")``)."""
+    def from_weights(cls, *, root: str | Path | None = None, providers: Sequence[str] | None = None) -> DWPoseRunner:
+        """Open the DWPose pack from the weights folder (``weights.resolve("dwpose", "detector" | "pose_model")``).
+
+        Raises ``MissingWeightsError`` (saying how to download it) when the pack is not on disk.
+        """
         from .. import weights
 
-        detector = weights.resolve(WEIGHTS_PACK, DETECTOR_ROLE)
-        pose_model = weights.resolve(WEIGHTS_PACK, POSE_MODEL_ROLE)
+        detector = weights.resolve(WEIGHTS_PACK, DETECTOR_ROLE, root)
+        pose_model = weights.resolve(WEIGHTS_PACK, POSE_MODEL_ROLE, root)
         return cls.from_files(detector, pose_model, providers=providers)
 
     def detect_people(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -155,7 +155,7 @@ def detect_video(
     video: str | Path,
     frame_indices: Sequence[int],
     *,
-    runner=None,
+    runner: Callable[[np.ndarray], PoseFrame] | None = None,
     cache: bool | str | Path = True,
     progress: Progress | None = None,
 ) -> list[PoseFrame]:

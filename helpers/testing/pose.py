@@ -10,8 +10,8 @@
   are known; ``python -m helpers.testing.pose assets/pose`` rewrites the example assets.
 
 >>> from helpers.testing import pose as pose_testing
->>> detector, pose_model = pose_testing.write_tiny_dwpose_pack(tmp_path)
->>> runner = DWPoseRunner.from_files(detector, pose_model)
+>>> pose_testing.write_tiny_dwpose_pack()          # into the weights root ($HV_ROOT in tests)
+>>> runner = DWPoseRunner.from_weights()
 """
 
 from __future__ import annotations
@@ -174,8 +174,15 @@ def _tiny_pose_model(path: Path, rng: np.random.Generator, height: int = 384, wi
     return _write_onnx(path, nodes, inits, {"input": (1, 3, height, width)}, outputs)
 
 
-def write_tiny_dwpose_pack(root: str | Path, *, seed: int = 0) -> tuple[Path, Path]:
-    """Write tiny ``yolox_l.onnx`` / ``dw-ll_ucoco_384.onnx`` under ``<root>/models/dwpose/<role>/``; return both paths."""
+def write_tiny_dwpose_pack(root: str | Path | None = None, *, seed: int = 0) -> tuple[Path, Path]:
+    """Write tiny ``yolox_l.onnx`` / ``dw-ll_ucoco_384.onnx`` under ``<root>/models/dwpose/<role>/``; return both paths.
+
+    ``root`` defaults to the weights root, so ``DWPoseRunner.from_weights()`` then opens them.
+    """
+    if root is None:
+        from helpers import weights
+
+        root = weights.root()
     rng = np.random.default_rng(seed)
     folder = Path(root) / "models" / WEIGHTS_PACK
     detector = _tiny_detector(folder / DETECTOR_ROLE / DETECTOR_FILE, rng)
