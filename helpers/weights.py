@@ -183,15 +183,17 @@ def resolve(pack: str, role: str, root: Path | str | None = None) -> Path:
     spec = _role_spec(pack, role)
     folder = role_dir(pack, role, root)
     manifest = _read_manifest(folder)
+    incomplete = MissingWeightsError(f"Weights '{pack}/{role}' are incomplete in {folder}: {SETUP_HINT} or "
+                                     f"weights.download(['{pack}']) to complete them.")
     if manifest is None:
+        if _interrupted(folder):
+            raise incomplete
         for source in spec.candidates:
             found = _unrecorded(folder, source, convert=True)
             if found is not None:
                 return found
         raise MissingWeightsError(f"Weights '{pack}/{role}' are not on disk (expected in {folder}): {SETUP_HINT} "
                                   f"or weights.download(['{pack}']).")
-    incomplete = MissingWeightsError(f"Weights '{pack}/{role}' are incomplete in {folder}: {SETUP_HINT} or "
-                                     f"weights.download(['{pack}']) to repair them.")
     converted, changed = manifest.setdefault("converted", {}), False
     for rel, rec in manifest["files"].items():
         pickle_ok = not rec.get("removed") and _same_size(folder / rel, rec)
@@ -214,6 +216,11 @@ def _same_size(path: Path, rec: dict) -> bool:
 
 def _resolved_rel(source: Source) -> str:
     return converted_path(Path(source.entry)).as_posix() if source.entry in source.convert else source.entry
+
+
+def _interrupted(folder: Path) -> bool:
+    """Download metadata but no manifest: a first download stopped part-way (not files placed by hand)."""
+    return (folder / ".cache" / "huggingface").is_dir() or (folder / ".download").is_dir()
 
 
 def _unrecorded(folder: Path, source: Source, *, convert: bool) -> Path | None:
@@ -252,10 +259,11 @@ class WeightStatus:
         return self.state == "verified"
 
 
-def status(items: Iterable[str] | str | None = None, root: Path | str | None = None) -> list[WeightStatus]:
-    """State of each role (all packs by default) for a summary table. Fast: sizes and timestamps, no hashing."""
+def status(packs: Iterable[str] | str | None = None, root: Path | str | None = None) -> list[WeightStatus]:
+    """State of each role (all packs by default; tasks, pack ids or "pack/role" as for ``download``) for a
+    summary table. Fast: sizes and timestamps, no hashing."""
     rows = []
-    for pack, role in selection(items if items is not None else list(registry.PACKS)):
+    for pack, role in selection(packs if packs is not None else list(registry.PACKS)):
         spec, folder = _role_spec(pack, role), role_dir(pack, role, root)
         first = spec.candidates[0]
         check = _check_role(folder, hash_changed=False)
@@ -266,6 +274,9 @@ def status(items: Iterable[str] | str | None = None, root: Path | str | None = N
             on_disk += [folder / c["path"] for c in manifest.get("converted", {}).values()]
             path, source = folder / manifest["resolved"], manifest["source"]["label"]
             licence = manifest.get("licence", first.licence.name)
+        elif _interrupted(folder):
+            path, state, source, licence = None, "incomplete", first.label, first.licence.name
+            on_disk = [p for p in folder.rglob("*") if p.is_file()]
         else:
             path = next((p for s in spec.candidates if (p := _unrecorded(folder, s, convert=False))), None)
             state, source, licence = ("unrecorded" if path else "missing"), first.label, first.licence.name
@@ -397,11 +408,11 @@ class _Plan:
         return sum(self.remote[rel]["size"] or 0 for rel in self.fetch)
 
 
-def download(items: Iterable[str] | str, root: Path | str | None = None, token: str | None = None,
+def download(packs: Iterable[str] | str, root: Path | str | None = None, token: str | None = None,
              progress: bool = True, *, keep_pickles: bool = False, recheck: bool = False) -> list[WeightStatus]:
     """Fetch, verify and convert the selected roles; returns their ``status`` rows.
 
-    ``items``: task names (``registry.TASKS``), pack ids (their non-optional roles) or ``"pack/role"``. Verified
+    ``packs``: task names (``registry.TASKS``), pack ids (their non-optional roles) or ``"pack/role"``. Verified
     roles cost no network call. Free disk space is checked before anything is fetched. ``keep_pickles=False``
     deletes a ``.bin``/``.ckpt`` once its fp16 copy is written (it is fetched again only if that copy breaks).
     ``recheck=True`` re-hashes every file instead of trusting an unchanged size and timestamp. The token goes to
@@ -410,7 +421,7 @@ def download(items: Iterable[str] | str, root: Path | str | None = None, token: 
     >>> weights.download(["dwpose", "musev/unet_referencenet_pose"], token=runtime.hf_token())
     """
     base = Path(root) if root else default_root()
-    pairs = selection(items)
+    pairs = selection(packs)
     pending = []
     for pack, role in pairs:
         folder = role_dir(pack, role, base)

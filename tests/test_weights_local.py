@@ -132,10 +132,25 @@ def test_resolve_reports_a_recorded_role_with_a_missing_file_as_incomplete(tmp_p
     assert weights.status(["dwpose/detector"], root=tmp_path)[0].state == "incomplete"
 
 
-def test_root_prefers_hv_root(monkeypatch, tmp_path):
+def test_an_interrupted_first_download_is_not_taken_for_hand_placed_files(tmp_path):
+    folder = weights.role_dir("sd15", "base", tmp_path)
+    (folder / ".cache/huggingface/download").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")  # one of several files arrived before the run stopped
+
+    with pytest.raises(MissingWeightsError, match="incomplete"):
+        weights.resolve("sd15", "base", root=tmp_path)
+    assert weights.status(["sd15"], root=tmp_path)[0].state == "incomplete"
+
+
+def test_root_is_hv_root_else_the_runtime_drive_root(monkeypatch, tmp_path):
+    from helpers import runtime
+
     monkeypatch.setenv("HV_ROOT", str(tmp_path / "drive"))
     assert weights.root() == tmp_path / "drive"
     assert weights.role_dir("sd21", "base") == tmp_path / "drive/models/sd21/base"
+    monkeypatch.delenv("HV_ROOT")
+    monkeypatch.setattr(runtime, "drive_root", lambda: tmp_path / "MyDrive/human-video")
+    assert weights.root() == tmp_path / "MyDrive/human-video"
 
 
 # -- selections ----------------------------------------------------------------------------------------------------
