@@ -34,6 +34,8 @@ MANIFEST = ".source.json"
 DEFAULT_ROOT = Path("~/.cache/human-video")
 SETUP_HINT = "run notebooks/00_setup.ipynb"
 _DISK_MARGIN = 100 * 10**6  # headroom for metadata files and the filesystem's own rounding
+# Drive's FUSE mount may report modification times at millisecond precision after a remount.
+_MTIME_SLACK_NS = 2_000_000
 
 
 # -- where ---------------------------------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def _file_state(path: Path, rec: dict, *, hash_changed: bool, rehash: bool = Fal
         return "missing"
     if stat.st_size != rec["size"]:
         return "corrupt"
-    if stat.st_mtime_ns == rec.get("mtime_ns") and not rehash:
+    if abs(stat.st_mtime_ns - rec.get("mtime_ns", -_MTIME_SLACK_NS)) < _MTIME_SLACK_NS and not rehash:
         return "ok"
     if not hash_changed:
         return "changed"

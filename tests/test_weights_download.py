@@ -112,7 +112,9 @@ def test_dropped_connection_resumes_with_a_range_request(hub, tmp_path, monkeypa
 def test_corrupted_file_is_detected_and_fetched_again(hub, tmp_path):
     weights.download(["demo"], root=tmp_path, progress=False)
     detector = weights.resolve("single", "detector", root=tmp_path)
-    detector.write_bytes(bytes(len(ONNX)))  # same size, different content, new timestamp
+    written = detector.stat().st_mtime_ns
+    detector.write_bytes(bytes(len(ONNX)))  # same size, different content, a later timestamp
+    os.utime(detector, ns=(written, written + 10**9))
     assert weights.status(["single"], root=tmp_path)[0].state == "changed"
     hub.requests.clear()
 
