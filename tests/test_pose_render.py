@@ -5,6 +5,9 @@ The pixel-exact check of the dwpose look against the original is in test_pose_pa
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +99,35 @@ def test_sizes_and_sequences():
         draw_pose(pose, style="comic")
     with pytest.raises(ValueError):
         draw_poses([])
+
+
+def _annotator_drawing():
+    """controlnet_aux's drawing module alone: the package itself imports every detector (slow, needs torchvision)."""
+    spec = importlib.util.find_spec("controlnet_aux")
+    if spec is None or spec.origin is None:
+        pytest.skip("controlnet_aux is not installed (an optional reference for this check)")
+    path = Path(spec.origin).parent / "dwpose" / "util.py"
+    module_spec = importlib.util.spec_from_file_location("controlnet_aux_dwpose_drawing", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_openpose_look_matches_the_controlnet_annotator_drawing():
+    """Pixel-identical to controlnet_aux's DWPose drawing (the annotator the OpenPose ControlNets' data came from)."""
+    util = _annotator_drawing()
+    from helpers.testing.pose import dancer_wholebody
+
+    rng = np.random.default_rng(1)
+    people = [dancer_wholebody(phase, 512, 384, size=0.6, centre_x=x) for phase, x in ((0.1, 0.3), (0.6, 0.7))]
+    scores = rng.uniform(0.1, 1.0, (2, 133))  # some keypoints of each part fall below 0.3
+    pose = PoseFrame.from_wholebody(np.stack([p for p, _ in people]), scores, 512, 384)
+    layout = pose.to_dwpose_dict()
+    # The annotator hides hand and face points scoring below 0.3 by moving them to -1.
+    hands = np.where(layout["hands_score"][..., None] < 0.3, -1.0, layout["hands"])
+    faces = np.where(layout["faces_score"][..., None] < 0.3, -1.0, layout["faces"])
+    canvas = util.draw_bodypose(
+        np.zeros((512, 384, 3), np.uint8), layout["bodies"]["candidate"], layout["bodies"]["subset"]
+    )
+    canvas = util.draw_facepose(util.draw_handpose(canvas, hands), faces)
+    np.testing.assert_array_equal(draw_pose(pose, style="openpose"), canvas)
