@@ -138,3 +138,14 @@ def test_reference_crop_covers_then_centres():
 def test_reference_crop_rejects_non_rgb_images(bad):
     with pytest.raises(InputError):
         crop_reference_image(bad, 64, 64)
+
+
+def test_original_dictionary_layout_round_trips():
+    pose = _two_people(dancer_pose(0.3, *TARGET))
+    layout = pose.to_dwpose_dict()
+    assert layout["bodies"]["candidate"].shape == (36, 2) and layout["hands"].shape == (4, 21, 2)
+    np.testing.assert_array_equal(layout["hands"][1], pose.hands[1, 0])  # rows: every left hand, then every right
+    np.testing.assert_array_equal(layout["bodies"]["subset"][1, :3], [18.0, 19.0, 20.0])
+    back = PoseFrame.from_dwpose_dict(layout, *TARGET)
+    for name in ("body", "body_score", "hands", "hands_score", "face", "face_score"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(pose, name))
