@@ -11,12 +11,12 @@ import zipfile
 
 import pytest
 import torch
-from fake_hub import FakeHub
 from safetensors.torch import load_file
 
 from helpers import registry, sources, weights
 from helpers.errors import WeightsError
 from helpers.registry import HubSource, Licence, Pack, Role, Task, UrlSource
+from helpers.testing.fake_hub import FakeHub
 
 TOKEN = "hf_test_token"
 OPEN = Licence("Apache-2.0", "https://example.org/licence")
