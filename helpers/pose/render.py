@@ -7,7 +7,9 @@ Two looks, both pixel-faithful to the code that produced the training data of th
     about 1 px wide at 576 px. Colours are scaled by the keypoint confidences (limbs by s₁·s₂, points by s); limbs
     need both end scores ≥ 0.3 and are dimmed to 60 %; hands and face have no score threshold (low confidence only
     draws dimmer) and are not dimmed. The canvas is finally reversed BGR → RGB, so the first limb colour, listed as
-    (255, 0, 0), comes out **blue** and hand points come out red.
+    (255, 0, 0), comes out **blue** and hand points come out red. (One deliberate difference: for a body keypoint
+    scoring exactly 0.3 the original draws its limbs to an unrelated keypoint, a row-lookup slip; we use the
+    keypoint itself.)
 
 ``style="openpose"`` (the ControlNet OpenPose annotator: SD1.5/SD2.1 OpenPose ControlNets, MuseV's pose path)
     Drawn directly at the output size with full colours (no confidence scaling); a keypoint is drawn when its score
