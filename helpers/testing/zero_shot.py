@@ -17,7 +17,6 @@ with the config that converts it, to exercise the single-file route.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,24 @@ def write_tiny_zero_shot_packs(root: str | Path, *, seed: int = 0) -> dict[str, 
     controlnet = common.write_controlnet(models / "controlnet_sd21_openpose" / "controlnet",
                                          cross_attention_dim=TINY_CROSS_ATTENTION_DIM, linear_projection=True,
                                          seed=seed + 1)
-    for folder, repo in ((base, "tiny-random/sd21"), (controlnet, "tiny-random/controlnet-sd21-openpose")):
-        (folder / ".source.json").write_text(json.dumps({"repo": repo, "revision": "tiny", "files": {}}, indent=2))
+    wake_zero_convolutions(controlnet / "diffusion_pytorch_model.safetensors", seed=seed + 2)
     return {"base": base, "controlnet": controlnet}
+
+
+def wake_zero_convolutions(weights_file: Path, *, seed: int = 0, scale: float = 0.2) -> None:
+    """Give a freshly initialised ControlNet's zero convolutions random weights, in place.
+
+    A new ControlNet starts with all-zero output convolutions, so its pose would change nothing; a trained one does
+    not. Tests of pose-dependent behaviour need the pose to matter.
+    """
+    from safetensors.torch import load_file, save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = load_file(str(weights_file))
+    for name, tensor in tensors.items():
+        if not tensor.any():
+            tensors[name] = (torch.randn(tensor.shape, generator=generator) * scale).to(tensor.dtype)
+    save_file(tensors, str(weights_file), metadata={"format": "pt"})
 
 
 #: A ControlNet whose hint embedding has the original's 8 convolutions (indices 0-14 in the LDM layout), which the

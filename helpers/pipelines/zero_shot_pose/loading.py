@@ -23,7 +23,6 @@ was not trained for). :func:`native_size` gives the size each base was trained a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -41,16 +40,8 @@ SINGLE_FILE_SUFFIXES = (".safetensors",)
 
 def resolve_weights(pack: str, role: str) -> Path:
     """The local path of a pack role (``weights.resolve``); raises :class:`MissingWeightsError` when absent."""
-    try:
-        from helpers import weights
-    except ImportError:  # a checkout without the weights manager: read the documented layout directly
-        from helpers import runtime
+    from helpers import weights
 
-        path = runtime.drive_root() / "models" / pack / role
-        if not path.exists() or not any(path.iterdir()):
-            raise MissingWeightsError(f"model pack '{pack}' ({role}) is not in {path.parent}: "
-                                      "fetch it in the setup notebook") from None
-        return path
     return Path(weights.resolve(pack, role))
 
 
@@ -199,12 +190,3 @@ def check_compatible(unet, controlnet, text_encoder) -> None:
     if problems:
         raise WeightsError("the ControlNet does not fit this base model (" + "; ".join(problems) + "): use an SD2.1 "
                            "ControlNet with an SD2.1 base")
-
-
-def describe_weights(base: Path, controlnet: Path) -> dict:
-    """Which files were loaded, for the sidecar: the ``.source.json`` records of both roles when present."""
-    def source(path: Path) -> dict:
-        record = (path if path.is_dir() else path.parent) / ".source.json"
-        return json.loads(record.read_text()) if record.is_file() else {"path": str(path)}
-
-    return {"base": source(base), "controlnet": source(controlnet)}

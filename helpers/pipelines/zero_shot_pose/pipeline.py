@@ -89,7 +89,7 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         - ``vae_batch_size``: frames per VAE call (VAE slicing).
         - ``attention_slicing``: slice the text cross-attention (cross-frame self-attention uses SDPA, whose
           memory-efficient kernels already avoid the full attention matrix).
-        - ``ff_chunk``: run the transformer feed-forward layers this many batch entries at a time.
+        - ``ff_chunk``: run the transformer feed-forward layers this many batch entries at a time (None: all).
 
         >>> pipe.apply_memory_plan(runtime.memory_plan())
         """

@@ -179,14 +179,10 @@ def openpose_body_detector(weights_file: str | Path | None = None) -> PoseDetect
 
 
 def _openpose_weights_path() -> Path:
-    try:
-        from helpers import weights
+    """Where the annotator file lives in the weights folder (a pack of its own, fetched on demand)."""
+    from helpers import weights
 
-        return Path(weights.resolve(OPENPOSE_PACK, OPENPOSE_ROLE))
-    except (ImportError, KeyError, ValueError, MissingWeightsError):
-        from helpers import runtime
-
-        return runtime.drive_root() / "models" / OPENPOSE_PACK / OPENPOSE_ROLE / OPENPOSE_FILE
+    return weights.root() / "models" / OPENPOSE_PACK / OPENPOSE_ROLE / OPENPOSE_FILE
 
 
 def _ranges(indices: Sequence[int]) -> str:
