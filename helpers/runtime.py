@@ -227,3 +227,24 @@ def environment_summary() -> dict:
     gpu = gpu_info()
     info["gpu"] = gpu.name if gpu else None
     return info
+
+
+def gpu_selftest(size: int = 2048, repeats: int = 10) -> str:
+    """A short fp16 matrix-multiply run on the GPU: proves CUDA works and reports its speed (one line)."""
+    import time
+
+    import torch
+
+    gpu = gpu_info()
+    if gpu is None:
+        return "no CUDA GPU: runs will use the CPU (fine for SMOKE mode, far too slow for real videos)"
+    a = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    tflops = 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+    free, total = torch.cuda.mem_get_info()
+    return f"{gpu.name}: {tflops:.1f} TFLOP/s fp16, {free / 2**30:.1f} of {total / 2**30:.1f} GB free"
