@@ -1,0 +1,96 @@
+"""Loading the zero-shot pipeline from the weights layout: strict keys, the single-file ControlNet route, dtypes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError
+from helpers.pipelines.zero_shot_pose import load_zero_shot_pipeline, native_size
+from helpers.pipelines.zero_shot_pose.loading import load_controlnet_single_file
+from helpers.testing.zero_shot import write_tiny_controlnet_single_file, write_tiny_zero_shot_packs
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def packs():
+    """Tiny packs written where ``weights.resolve`` looks: ``$HV_ROOT/models/...`` (set per test by conftest)."""
+    return write_tiny_zero_shot_packs(os.environ["HV_ROOT"])
+
+
+def test_loads_from_the_weights_layout_with_the_base_models_scheduler(packs):
+    pipe = load_zero_shot_pipeline()
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.unet.dtype == torch.float32 and pipe.device.type == "cpu"
+    assert native_size(pipe) == pipe.unet.config.sample_size * 2
+
+
+def test_a_pndm_base_folder_still_denoises_with_ddim_and_its_own_prediction_type(packs):
+    config_file = packs["base"] / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config.update({"_class_name": "PNDMScheduler", "prediction_type": "epsilon", "skip_prk_steps": True})
+    config_file.write_text(json.dumps(config))
+    pipe = load_zero_shot_pipeline(base_dir=packs["base"], controlnet_path=packs["controlnet"])
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+
+
+def test_missing_packs_say_how_to_fetch_them():
+    with pytest.raises(MissingWeightsError, match="sd21"):
+        load_zero_shot_pipeline()
+
+
+def test_a_controlnet_with_a_missing_tensor_is_refused_by_name(packs):
+    weights_file = packs["controlnet"] / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights_file))
+    tensors.pop("controlnet_mid_block.weight")
+    save_file(tensors, str(weights_file), metadata={"format": "pt"})
+    with pytest.raises(StrictLoadError, match="controlnet_mid_block.weight"):
+        load_zero_shot_pipeline(base_dir=packs["base"], controlnet_path=packs["controlnet"])
+
+
+def test_a_controlnet_for_another_base_is_refused(packs, tmp_path):
+    from helpers.testing import common
+
+    other = common.write_controlnet(tmp_path / "sd15_like", cross_attention_dim=16, linear_projection=True)
+    with pytest.raises(WeightsError, match="does not fit this base model"):
+        load_zero_shot_pipeline(base_dir=packs["base"], controlnet_path=other)
+
+
+def test_fp16_loading_gives_fp16_models(packs):
+    pipe = load_zero_shot_pipeline(dtype=torch.float16)
+    assert {pipe.unet.dtype, pipe.controlnet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float16}
+
+
+@pytest.mark.parametrize("prefix", ["control_model.", "", "state_dict.control_model."])
+def test_single_file_controlnet_converts_to_the_same_weights(tmp_path, prefix):
+    path, config, expected = write_tiny_controlnet_single_file(tmp_path / "control_sd21_openpose.safetensors",
+                                                               prefix=prefix)
+    model = load_controlnet_single_file(path, torch.float32, config=config)
+    loaded = model.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+def test_single_file_controlnet_with_a_missing_tensor_or_a_pickle_is_refused(tmp_path):
+    path, config, _ = write_tiny_controlnet_single_file(tmp_path / "control.safetensors")
+    tensors = load_file(str(path))
+    tensors.pop("control_model.zero_convs.1.0.weight")
+    save_file(tensors, str(path))
+    with pytest.raises(StrictLoadError, match="controlnet_down_blocks.1.weight"):
+        load_controlnet_single_file(path, torch.float32, config=config)
+    with pytest.raises(WeightsError, match="safetensors"):
+        load_controlnet_single_file(Path(tmp_path / "control.ckpt"), torch.float32, config=config)
