@@ -1,0 +1,114 @@
+"""Sketch control for ID-Animator: the same face adapter on AnimateDiff's SparseCtrl scribble ControlNet.
+
+ID-Animator's own ControlNet code was never released; its authors point to AnimateDiff v3 SparseCtrl. This is the
+stock ``AnimateDiffSparseControlNetPipeline`` (denoising loop unchanged) with the face adapter, identity mixing and
+per-frame motion GroupNorm of the main pipeline. One sketch conditions one frame ("sketch image"); several sketches
+at chosen frames form a "sketch sequence". The ControlNet sees the text context only (diffusers' behaviour).
+
+>>> pipe = load_id_animator_pipeline(sketch=True)
+>>> video = pipe([face], "a woman walking", sketches=[sketch0, sketch15], sketch_frame_indices=[0, 15])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import PIL.Image
+import torch
+from diffusers import AnimateDiffSparseControlNetPipeline
+from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
+
+from helpers.errors import InputError
+
+from .modules import FaceTokenMixer, normalized_reference_weights
+from .pipeline import (
+    DEFAULT_FACE_SCALE,
+    DEFAULT_FRAMES,
+    DEFAULT_GUIDANCE,
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    FaceImage,
+    _as_list,
+    motion_max_frames,
+    validate_generation_args,
+    warn_if_prompt_truncated,
+)
+
+
+def validate_sketches(num_sketches: int, frame_indices: Sequence[int], num_frames: int) -> None:
+    """One sketch per frame index, indices distinct and inside the video; ``InputError`` otherwise."""
+    if num_sketches < 1:
+        raise InputError("No sketch given: pass one sketch image (frame 0) or a sequence with their frame indices.")
+    if len(frame_indices) != num_sketches:
+        raise InputError(f"{num_sketches} sketches but {len(frame_indices)} frame indices: give one index per sketch.")
+    if len(set(frame_indices)) != len(frame_indices):
+        raise InputError(f"Sketch frame indices repeat ({list(frame_indices)}): give each sketch its own frame.")
+    outside = [i for i in frame_indices if not 0 <= i < num_frames]
+    if outside:
+        raise InputError(f"Sketch frame indices {outside} are outside the video (0..{num_frames - 1}).")
+
+
+class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
+    """ID-Animator + SparseCtrl scribble: face crop(s) + prompt + sketch(es) at chosen frames -> video."""
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        face_images: FaceImage | Sequence[FaceImage] | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
+        *,
+        sketches: PIL.Image.Image | Sequence[PIL.Image.Image] | None = None,
+        sketch_frame_indices: Sequence[int] = (0,),
+        sketch_scale: float = 1.0,
+        face_scale: float = DEFAULT_FACE_SCALE,
+        reference_weights: Sequence[float] | None = None,
+        num_frames: int = DEFAULT_FRAMES,
+        height: int = DEFAULT_SIZE,
+        width: int = DEFAULT_SIZE,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        return_dict: bool = True,
+    ) -> AnimateDiffPipelineOutput | tuple:
+        """Generate with sketches: ``sketches[k]`` (white strokes on black, any size; resized to the video) holds
+        frame ``sketch_frame_indices[k]``. Other arguments as ``IDAnimatorPipeline.__call__``."""
+        faces = _as_list(face_images)
+        sketch_list = [sketches] if isinstance(sketches, PIL.Image.Image) else list(sketches or [])
+        mixer = self.unet.encoder_hid_proj
+        validate_generation_args(
+            prompt=prompt, num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, face_scale=face_scale, num_references=len(faces),
+            reference_weights=reference_weights, identity_mixing=getattr(mixer, "mode", "concat"),
+            max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None)
+        validate_sketches(len(sketch_list), list(sketch_frame_indices), num_frames)
+        if prompt_embeds is None:
+            warn_if_prompt_truncated(self.tokenizer, prompt)
+            warn_if_prompt_truncated(self.tokenizer, negative_prompt, "negative prompt")
+
+        self.set_ip_adapter_scale(face_scale)
+        if isinstance(mixer, FaceTokenMixer):
+            mixer.reference_weights = normalized_reference_weights(reference_weights, len(faces))
+        try:
+            return super().__call__(
+                prompt=None if prompt_embeds is not None else prompt,
+                negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                ip_adapter_image=[faces], conditioning_frames=sketch_list,
+                controlnet_frame_indices=list(sketch_frame_indices), controlnet_conditioning_scale=sketch_scale,
+                num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale, generator=generator, latents=latents, output_type=output_type,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), return_dict=return_dict,
+            )
+        finally:
+            if isinstance(mixer, FaceTokenMixer):
+                mixer.reference_weights = None
