@@ -81,6 +81,12 @@ class ControlNeXtEncoder(ModelMixin, ConfigMixin):
             raise ValueError("stage_in_channels, stage_out_channels and stage_norm_groups need one entry per stage")
         e1, e2, e3 = embedding_channels
 
+        # v1 learns its control strength (used as sigmoid(scale) * 1.3); v2 uses a fixed 1.0 with no key. Registered
+        # first so the state dict lists it first, like the released file.
+        if scale_is_parameter:
+            self.scale = nn.Parameter(torch.tensor(1.0))
+        else:
+            self.register_buffer("scale", torch.tensor(1.0), persistent=False)
         self.time_proj = Timesteps(time_proj_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(time_proj_channels, time_embed_dim)
 
@@ -121,11 +127,6 @@ class ControlNeXtEncoder(ModelMixin, ConfigMixin):
                 nn.Conv2d(width, output_channels, kernel_size=1),
             ]
         )
-        # v1 learns its control strength (used as sigmoid(scale) * 1.3); v2 uses a fixed 1.0 with no key.
-        if scale_is_parameter:
-            self.scale = nn.Parameter(torch.tensor(1.0))
-        else:
-            self.register_buffer("scale", torch.tensor(1.0), persistent=False)
 
     def forward(self, poses: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor:
         """Encode pose videos ``[B, F, 3, H, W]`` (RGB in [0, 1]) at one diffusion timestep.

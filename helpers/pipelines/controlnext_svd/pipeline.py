@@ -78,6 +78,7 @@ def validate_call_args(
     guidance_scale: float,
     decode_chunk_size: int,
     output_type: str = "pt",
+    min_guidance_scale: float | None = None,
 ) -> None:
     """Check generation settings without touching a model; raises ``InputError`` with what to change.
 
@@ -89,8 +90,8 @@ def validate_call_args(
     validate_window_args(num_frames, frames_per_window, overlap)
     if num_inference_steps < 1:
         raise InputError(f"the number of denoising steps must be at least 1, got {num_inference_steps}")
-    if guidance_scale < 0:
-        raise InputError(f"guidance scale must be ≥ 0, got {guidance_scale}")
+    if guidance_scale < 0 or (min_guidance_scale is not None and min_guidance_scale < 0):
+        raise InputError(f"guidance scale must be ≥ 0, got {guidance_scale} (minimum {min_guidance_scale})")
     if decode_chunk_size < 1:
         raise InputError(f"decode chunk size must be at least 1 frame, got {decode_chunk_size}")
     if output_type not in OUTPUT_TYPES:
@@ -191,6 +192,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         overlap: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float | None = None,
+        min_guidance_scale: float | None = None,
         noise_aug_strength: float = 0.02,
         added_time_ids: Sequence[float] = ORIGINAL_TIME_IDS,
         decode_chunk_size: int | None = None,
@@ -206,7 +208,9 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         None take the release's published values (``DEFAULTS[version]``; the decode chunk is also capped by
         ``max_decode_chunk``, which a memory plan sets). ``added_time_ids`` is (fps − 1, motion
         bucket, noise augmentation) as fed to the UNet; the originals always use ``ORIGINAL_TIME_IDS``.
-        ``guidance_scale`` is constant over frames; guidance runs when it is ≥ 1 (as in the originals).
+        ``guidance_scale`` is constant over frames (the originals' runs) unless ``min_guidance_scale`` is given: then
+        window slot k gets the k-th value of linspace(min, guidance_scale, window length), as the originals'
+        pipelines do. Guidance runs when ``guidance_scale`` is ≥ 1 (as in the originals).
         ``latents`` are standard-normal [1, N, 4, H/8, W/8], scaled by the scheduler's initial sigma here.
         ``progress(stage, done, total)`` is called after every window of every step ("denoise", total = steps ×
         windows) and every decoded chunk ("decode"). ``callback_on_step_end(pipe, step, t, {"latents": ...})`` may
@@ -230,7 +234,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         validate_call_args(
             num_frames, height=height, width=width, frames_per_window=frames_per_window, overlap=overlap,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            decode_chunk_size=decode_chunk_size, output_type=output_type,
+            decode_chunk_size=decode_chunk_size, output_type=output_type, min_guidance_scale=min_guidance_scale,
         )
         if len(added_time_ids) != 3:
             raise InputError("added_time_ids needs 3 numbers: (fps − 1, motion bucket id, noise augmentation)")
@@ -269,6 +273,9 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         poses = poses.to(self.controlnext.dtype)
         counts = torch.tensor(frame_counts(windows, num_frames), device=device, dtype=torch.float32)
         counts = counts[None, :, None, None, None]
+        slot_guidance = torch.linspace(
+            guidance_scale if min_guidance_scale is None else min_guidance_scale, guidance_scale, windows[0].length
+        ).to(device=device, dtype=dtype)[None, :, None, None, None]
 
         # 3. Denoising: every window of a step sees the same latents; average the guided predictions, step once.
         total = len(self.scheduler.timesteps) * len(windows)
@@ -294,7 +301,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
                     )[0]
                 if guided:
                     uncond, cond = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (cond - uncond)
+                    noise_pred = uncond + slot_guidance * (cond - uncond)
 
                 first_kept = window.accumulated.start - window.start
                 kept = slice(window.accumulated.start, window.accumulated.stop)
