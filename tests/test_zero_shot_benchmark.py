@@ -1,0 +1,43 @@
+"""The zero-shot benchmark script runs end to end in its ``--tiny`` CPU mode (the GPU mode never runs in CI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "zero_shot_pose.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("zero_shot_pose_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_benchmark_times_every_technique(tmp_path, capsys):
+    benchmark = load_benchmark()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = benchmark.main(["--tiny", "--json", str(tmp_path / "rows.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.technique for r in rows] == list(benchmark.techniques(3))
+    for row in rows:
+        assert row.finite and not row.error
+        assert row.seconds > 0 and math.isclose(row.seconds_per_frame, row.seconds / row.frames, rel_tol=0.01)
+        assert row.peak_vram_gb == 0.0  # CPU
+    by_name = {r.technique: r for r in rows}
+    # a full copy skips the copied frames' early steps; SDEdit from the source skips every frame's
+    assert by_name["d_first_frame_copy"].unet_frame_evaluations < by_name["b_shared_noise"].unet_frame_evaluations
+    assert by_name["e_source_latents"].unet_frame_evaluations < by_name["d_first_frame_copy"].unet_frame_evaluations
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    assert len(saved["rows"]) == len(rows) and "CPU" in saved["where"]
+    assert "| g_keyframe |" in capsys.readouterr().out
