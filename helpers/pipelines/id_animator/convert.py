@@ -282,6 +282,12 @@ _MOTION_RENAMES = ((".temporal_transformer.", "."), (".attention_blocks.0.", ".a
                    (".ff_norm.", ".norm3."))
 
 
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.is_meta or b.is_meta:  # shape tables without data
+        return a.shape == b.shape
+    return a.shape == b.shape and torch.equal(a, b)
+
+
 def convert_motion_module_checkpoint(flat: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Original AnimateDiff motion-module keys (``mm_sd_v15_v2.ckpt``) -> diffusers ``MotionAdapter`` keys.
 
@@ -300,7 +306,7 @@ def convert_motion_module_checkpoint(flat: Mapping[str, torch.Tensor]) -> dict[s
             # ...transformer_blocks.0.attention_blocks.{0,1}.pos_encoder.pe -> ...transformer_blocks.0.pos_embed.pe
             block = name.replace(".temporal_transformer.", ".").rsplit(".attention_blocks.", 1)[0]
             target = f"{block}.pos_embed.pe"
-            if target in converted and not torch.equal(converted[target], value):
+            if target in converted and not _same_values(converted[target], value):
                 conflicting.append(key)
             converted[target] = value
             continue

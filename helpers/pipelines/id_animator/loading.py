@@ -11,6 +11,7 @@ mis-shaped tensor raises ``StrictLoadError``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,9 +62,11 @@ def load_pretrained_strict(cls, folder: Path, *, subfolder: str | None = None, d
     location = folder / subfolder if subfolder else folder
     if not (location / "config.json").is_file():
         raise MissingWeightsError(f"{what}: no config.json in {location}: run notebooks/00_setup.ipynb to fetch it.")
-    dtype_kwarg = {"dtype": dtype} if cls.__module__.startswith("transformers") else {"torch_dtype": dtype}
-    model, info = cls.from_pretrained(str(folder), subfolder=subfolder, variant=_weight_variant(location),
-                                      local_files_only=True, output_loading_info=True, **dtype_kwarg)
+    kwargs = {"dtype": dtype} if cls.__module__.startswith("transformers") else {"torch_dtype": dtype}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    model, info = cls.from_pretrained(str(folder), variant=_weight_variant(location), local_files_only=True,
+                                      output_loading_info=True, **kwargs)
     missing = _drop(list(info.get("missing_keys", ())), allow_missing)
     unexpected = _drop(list(info.get("unexpected_keys", ())), allow_unexpected)
     mismatched = [str(m) for m in info.get("mismatched_keys", ())]
@@ -186,7 +189,14 @@ def load_face_adapter(pipe, weights: FaceAdapterWeights) -> None:
     """
     pipe.load_ip_adapter(weights.ip_adapter_parts(), subfolder="", weight_name="", image_encoder_folder=None,
                          low_cpu_mem_usage=False)
-    pipe.load_lora_weights(dict(weights.lora), adapter_name=LORA_ADAPTER_NAME)
+    # The file has UNet keys only; diffusers would warn that the text encoder got none, which is by design here.
+    text_encoder_log = logging.getLogger("diffusers.loaders.lora_base")
+    level = text_encoder_log.level
+    text_encoder_log.setLevel(logging.ERROR)
+    try:
+        pipe.load_lora_weights(dict(weights.lora), adapter_name=LORA_ADAPTER_NAME)
+    finally:
+        text_encoder_log.setLevel(level)
     verify_face_adapter(pipe.unet, weights)
 
 
