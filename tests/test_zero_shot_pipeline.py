@@ -179,6 +179,28 @@ def test_source_latents_are_noised_to_the_level_of_the_next_step(pipe, poses, no
         torch.testing.assert_close(clean[step], encoded)  # the original's way: clean latents, no noise
 
 
+def test_full_source_reference_is_stock_controlnet_img2img(pipe, poses, source):
+    """At strength 1 the source reference is SDEdit: stock ControlNet image-to-image started from the same encoded
+    latents with the same noise, at strength = (steps left) / steps."""
+    from diffusers import DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline
+
+    steps, copied = 4, 2
+    noise = torch.randn((FRAMES, 4, SIZE // 2, SIZE // 2), generator=torch.Generator().manual_seed(11))
+    ours = generate(pipe, poses, noise, num_inference_steps=steps, source_frames=source,
+                    options=ConsistencyOptions(latent_reference="source", reference_steps=copied))
+    stock = StableDiffusionControlNetImg2ImgPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        controlnet=pipe.controlnet, scheduler=DDIMScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    stock.set_progress_bar_config(disable=True)
+    reference = stock(["lower newer"] * FRAMES, image=pipe.encode_frames(source),
+                      control_image=torch.from_numpy(poses).permute(0, 3, 1, 2).float() / 255.0,
+                      strength=(steps - copied) / steps, num_inference_steps=steps, guidance_scale=7.5,
+                      controlnet_conditioning_scale=1.0,
+                      generator=torch.Generator().manual_seed(11), output_type="latent").images
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
 def test_masks_limit_where_the_reference_acts(pipe, poses, noise, source):
     options = ConsistencyOptions(latent_reference="source", reference_steps=2)
     untouched = generate(pipe, poses, noise)

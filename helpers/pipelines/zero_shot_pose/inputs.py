@@ -23,8 +23,10 @@ OUTPUT_TYPES = ("uint8", "float", "latent")
 def as_frame_array(frames, name: str, *, size: tuple[int, int] | None = None) -> np.ndarray:
     """Frames as ``[F, H, W, 3]`` uint8 RGB, from an array (``[F, H, W, C]``) or a list of images (arrays or PIL).
 
-    With ``size = (width, height)`` frames of another size are centre-cropped to its aspect and resized.
+    With ``size = (width, height)`` frames of another size are centre-cropped to its aspect and resized. Objects
+    holding their frames in ``.frames`` (:class:`PoseFrames`, ``media.Video``) are accepted too.
     """
+    frames = getattr(frames, "frames", frames)
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         images = list(frames)
     elif isinstance(frames, np.ndarray) or not isinstance(frames, Sequence) or isinstance(frames, str):
