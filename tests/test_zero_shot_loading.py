@@ -11,9 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError
-from helpers.pipelines.zero_shot_pose import load_zero_shot_pipeline, native_size
-from helpers.pipelines.zero_shot_pose.loading import load_controlnet_single_file
-from helpers.testing.zero_shot import write_tiny_controlnet_single_file, write_tiny_zero_shot_packs
+from helpers.pipelines.zero_shot_pose import configs, load_zero_shot_pipeline, native_size
+from helpers.pipelines.zero_shot_pose.loading import convert_original_controlnet, load_controlnet_single_file
+from helpers.testing.zero_shot import (
+    original_controlnet_name,
+    write_tiny_controlnet_single_file,
+    write_tiny_zero_shot_packs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +84,7 @@ def test_single_file_controlnet_converts_to_the_same_weights(tmp_path, prefix):
     path, config, expected = write_tiny_controlnet_single_file(tmp_path / "control_sd21_openpose.safetensors",
                                                                prefix=prefix)
     model = load_controlnet_single_file(path, torch.float32, config=config)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
     loaded = model.state_dict()
     assert loaded.keys() == expected.keys()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
@@ -94,3 +99,31 @@ def test_single_file_controlnet_with_a_missing_tensor_or_a_pickle_is_refused(tmp
         load_controlnet_single_file(path, torch.float32, config=config)
     with pytest.raises(WeightsError, match="safetensors"):
         load_controlnet_single_file(Path(tmp_path / "control.ckpt"), torch.float32, config=config)
+
+
+def test_full_size_configs_build_the_published_models():
+    """On the meta device (no memory): SD2.1's UNet and the SD VAE have their published parameter counts, the
+    ControlNet is the UNet's encoder plus its own layers (728 MB in fp16), and an original-layout SD2.1 ControlNet
+    checkpoint converts onto it with every key placed."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**configs.SD21_UNET_768)
+        controlnet = ControlNetModel(**configs.SD21_CONTROLNET)
+        vae = AutoencoderKL(**configs.SD_VAE)
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    assert count(unet) == 865_910_724 and count(vae) == 83_653_863
+    assert round(count(controlnet) * 2 / 1e6) == 728
+    unet_state, control_state = unet.state_dict(), controlnet.state_dict()
+    assert all(control_state[k].shape == unet_state[k].shape for k in control_state if k in unet_state)
+    assert {k.split(".")[0] for k in control_state if k not in unet_state} == {
+        "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block"}
+    original = {"control_model." + original_controlnet_name(k, configs.SD21_CONTROLNET["layers_per_block"]): v
+                for k, v in control_state.items()}
+    assert "control_model.input_blocks.11.0.out_layers.3.weight" in original  # 12 input blocks, as in ControlLDM
+    assert "control_model.input_hint_block.14.weight" in original
+    converted = convert_original_controlnet(original, controlnet, configs.SD21_CONTROLNET, "SD2.1 ControlNet")
+    assert converted.keys() == control_state.keys()

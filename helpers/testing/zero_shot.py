@@ -68,7 +68,7 @@ _RESNET_TO_LDM = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb
                   ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
 
 
-def _ldm_name(name: str, layers_per_block: int) -> str:
+def original_controlnet_name(name: str, layers_per_block: int) -> str:
     """One diffusers ControlNet parameter name → its name in the original ControlLDM layout."""
     def resnet(rest: str) -> str:
         for diffusers_part, ldm_part in _RESNET_TO_LDM:
@@ -115,7 +115,7 @@ def write_tiny_controlnet_single_file(path: str | Path, *, seed: int = 0,
     torch.manual_seed(seed)
     model = ControlNetModel(**TINY_SINGLE_FILE_CONFIG).eval()
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    ldm = {prefix + _ldm_name(k, TINY_SINGLE_FILE_CONFIG["layers_per_block"]): v
+    ldm = {prefix + original_controlnet_name(k, TINY_SINGLE_FILE_CONFIG["layers_per_block"]): v
            for k, v in state.items()}
     if len(ldm) != len(state):
         raise RuntimeError("two ControlNet parameters mapped to one original name")

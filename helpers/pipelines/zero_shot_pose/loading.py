@@ -150,29 +150,41 @@ def load_transformers_model(cls, folder: Path, dtype: torch.dtype, what: str):
 
 
 def load_controlnet_single_file(path: Path, dtype: torch.dtype, *, config: dict | None = None) -> ControlNetModel:
-    """A ControlNet from one original-format checkpoint (LDM key names, with or without the ``control_model.``
-    prefix; a flattened ``state_dict.`` prefix is dropped), converted with an explicit local config
-    (default: :data:`.configs.SD21_CONTROLNET`) — never a config fetched from the Hub."""
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    """A ControlNet from one original-format checkpoint, converted with an explicit local config (default:
+    :data:`.configs.SD21_CONTROLNET`) — never a config fetched from the Hub. See :func:`convert_original_controlnet`."""
     from safetensors.torch import load_file
 
     if path.suffix not in SINGLE_FILE_SUFFIXES:
         raise WeightsError(f"{path.name}: a single-file ControlNet must be .safetensors (the weights manager converts "
                            ".ckpt pickles to <name>.fp16.safetensors) — run the setup notebook again")
     config = dict(config or SD21_CONTROLNET)
-    checkpoint = {key.removeprefix("state_dict."): tensor for key, tensor in load_file(str(path)).items()}
+    with torch.device("meta"):  # no second copy of the weights in memory: loading assigns the file's tensors
+        model = ControlNetModel(**config)
+    converted = convert_original_controlnet(load_file(str(path)), model, config, f"ControlNet {path.name}")
+    model.load_state_dict(converted, strict=True, assign=True)
+    return _in_dtype(model, dtype)
+
+
+def convert_original_controlnet(checkpoint: dict, model: ControlNetModel, config: dict, what: str) -> dict:
+    """Original (ControlLDM) key names → diffusers names, checked strictly against ``model``.
+
+    Accepts a ControlNet-only file (``time_embed.0.weight``, ``input_blocks.…``, ``zero_convs.…``,
+    ``input_hint_block.…``), a whole ControlLDM checkpoint (the ControlNet under ``control_model.``), and a pickle
+    flattened by the weights manager (everything under ``state_dict.``). Raises :class:`StrictLoadError` when a model
+    tensor is missing or a checkpoint tensor has no place.
+    """
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+    checkpoint = {key.removeprefix("state_dict."): tensor for key, tensor in checkpoint.items()}
     # a full ControlLDM checkpoint prefixes the ControlNet with "control_model."; a ControlNet-only file has no prefix
-    ldm_keys = [k for k in checkpoint if k.startswith("control_model.")] or list(checkpoint)
+    original_keys = [k for k in checkpoint if k.startswith("control_model.")] or list(checkpoint)
     converted = convert_controlnet_checkpoint(checkpoint, config)
     converted = {key: tensor for key, tensor in converted.items() if tensor is not None}
-    model = ControlNetModel(**config)
-    check_strict_load(f"ControlNet {path.name}", model, converted)
-    if len(converted) != len(ldm_keys):
-        raise StrictLoadError(f"ControlNet {path.name}",
-                              unexpected=[f"{len(ldm_keys) - len(converted)} checkpoint tensors have no place in the "
-                                          "SD2.1 ControlNet"])
-    model.load_state_dict(converted, strict=True)
-    return _in_dtype(model, dtype)
+    check_strict_load(what, model, converted)
+    if len(converted) != len(original_keys):
+        raise StrictLoadError(what, unexpected=[f"{len(original_keys) - len(converted)} checkpoint tensors have no "
+                                                "place in the ControlNet"])
+    return converted
 
 
 def check_compatible(unet, controlnet, text_encoder) -> None:

@@ -194,7 +194,7 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         latents = noise * self.scheduler.init_noise_sigma
         skipped_steps, followers = self._skippable_work(options, frame_masks, num_frames, skip_overwritten_frames)
-        everyone = torch.arange(num_frames, device=device)
+        everyone, followers = torch.arange(num_frames, device=device), followers.to(device)
         frame_steps = 0
 
         with cross_frame_attention([self.unet, self.controlnet], options.cross_frame_attention,
