@@ -121,9 +121,14 @@ def poses_from_video(video, *, detector: str = "dwpose", size: tuple[int, int] |
     frames = read_frames(video, "video")
     if size is not None:
         frames = as_frame_array(frames, "video", size=size)
-    if detect is None:
+    owned = detect is None  # a detector opened here is closed here (frees GPU memory before generation)
+    if owned:
         detect = dwpose_detector() if detector == "dwpose" else openpose_body_detector(openpose_weights)
-    keypoints = [detect(frame) for frame in frames]
+    try:
+        keypoints = [detect(frame) for frame in frames]
+    finally:
+        if owned and hasattr(detect, "close"):
+            detect.close()
     renders = np.stack([draw_pose(pose, style="openpose", hands=False, face=False) for pose in keypoints])
     renders, held = hold_last_pose(renders, [has_person(pose) for pose in keypoints], what="video frames")
     return PoseFrames(frames=renders, held=held, keypoints=keypoints)
