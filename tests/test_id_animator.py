@@ -105,7 +105,8 @@ def test_extra_tensor_in_a_community_file_is_refused(packs, tmp_path):
         load_single_file_components(bad, paths["sd15/base"], torch.float32)
 
 
-def test_motion_adapter_with_an_unexpected_tensor_is_refused(packs, tmp_path):
+@pytest.mark.parametrize("change", ["extra", "missing"])
+def test_motion_adapter_with_a_wrong_tensor_set_is_refused(packs, tmp_path, change):
     from safetensors.torch import load_file, save_file
 
     from helpers.pipelines.id_animator.loading import load_motion_adapter
@@ -113,10 +114,25 @@ def test_motion_adapter_with_an_unexpected_tensor_is_refused(packs, tmp_path):
     folder = shutil.copytree(packs[1]["animatediff_v2/motion_adapter"], tmp_path / "motion_adapter")
     file = folder / "diffusion_pytorch_model.safetensors"
     tensors = load_file(str(file))
-    tensors["down_blocks.0.motion_modules.0.extra.weight"] = torch.zeros(3)
+    if change == "extra":
+        tensors["down_blocks.0.motion_modules.0.extra.weight"] = torch.zeros(3)
+    else:
+        del tensors["mid_block.motion_modules.0.proj_out.weight"]
     save_file(tensors, str(file))
-    with pytest.raises(StrictLoadError, match="extra.weight"):
+    expected = "unexpected.*extra.weight" if change == "extra" else "missing.*mid_block.motion_modules.0.proj_out"
+    with pytest.raises(StrictLoadError, match=f"(?s){expected}"):
         load_motion_adapter(folder, torch.float32)
+
+
+def test_fp16_variant_folders_load(packs, tmp_path):
+    """The weights manager keeps only ``*.fp16.safetensors`` where a repo publishes that variant."""
+    from helpers.pipelines.id_animator.loading import load_motion_adapter
+
+    folder = shutil.copytree(packs[1]["animatediff_v2/motion_adapter"], tmp_path / "motion_adapter")
+    (folder / "diffusion_pytorch_model.safetensors").rename(folder / "diffusion_pytorch_model.fp16.safetensors")
+    adapter = load_motion_adapter(folder, torch.float32)
+    reference = load_motion_adapter(packs[1]["animatediff_v2/motion_adapter"], torch.float32)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in adapter.state_dict().items())
 
 
 def test_face_adapter_cache_is_reused_and_repaired(packs, pipe):
