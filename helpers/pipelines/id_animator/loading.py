@@ -213,7 +213,7 @@ def verify_face_adapter(unet: torch.nn.Module, weights: FaceAdapterWeights) -> N
             if not isinstance(processor, IPAdapterAttnProcessor2_0):
                 missing.append(key)
             elif not torch.equal(getattr(processor, name)[0].weight.cpu(), weights.ip_adapter[key].to(unet.dtype)):
-                mismatched.append(key)
+                mismatched.append(f"{key} (values differ from the file)")
     for key, tensor in weights.lora.items():
         module_path, kind = key.removeprefix("unet.").rsplit(".", 2)[0], key.rsplit(".", 2)[1]
         module = unet.get_submodule(module_path)
@@ -221,7 +221,7 @@ def verify_face_adapter(unet: torch.nn.Module, weights: FaceAdapterWeights) -> N
         if LORA_ADAPTER_NAME not in layers:
             missing.append(key)
         elif not torch.equal(layers[LORA_ADAPTER_NAME].weight.cpu(), tensor.to(layers[LORA_ADAPTER_NAME].weight.dtype)):
-            mismatched.append(key)
+            mismatched.append(f"{key} (values differ from the file)")
         elif module.scaling[LORA_ADAPTER_NAME] != 1.0:
             mismatched.append(f"{key} (LoRA scale {module.scaling[LORA_ADAPTER_NAME]}, expected 1.0)")
     projection_params = sum(p.numel() for p in unet.encoder_hid_proj.parameters())
