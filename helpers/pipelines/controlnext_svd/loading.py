@@ -119,7 +119,15 @@ def load_unet(path: Path, config: dict, dtype: torch.dtype = torch.float32) -> U
     state_dict = read_state_dict(path, dtype)
     check_strict_load(f"ControlNeXt-SVD UNet {Path(path).name}", unet, state_dict)
     unet.load_state_dict(state_dict, strict=True, assign=True)
-    return unet.to(dtype).eval()
+    return in_dtype(unet, dtype).eval()
+
+
+def in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` with floating parameters in ``dtype`` (cast only when needed: some library versions ignore a
+    requested dtype, and casting an already-right model only adds warnings)."""
+    if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+        model = model.to(dtype)
+    return model
 
 
 def _weight_variant(folder: Path, stem: str) -> str | None:
@@ -150,9 +158,8 @@ def load_components(components: Path, dtype: torch.dtype = torch.float32) -> dic
     )
     _check_loading_info("SVD CLIP image encoder", info)
     return dict(
-        # Some library versions ignore the dtype argument: cast explicitly.
-        vae=vae.to(dtype).eval(),
-        image_encoder=image_encoder.to(dtype).eval(),
+        vae=in_dtype(vae, dtype).eval(),
+        image_encoder=in_dtype(image_encoder, dtype).eval(),
         scheduler=EulerDiscreteScheduler.from_pretrained(components, subfolder="scheduler"),
         feature_extractor=CLIPImageProcessor.from_pretrained(components, subfolder="feature_extractor"),
     )
@@ -196,7 +203,7 @@ def load_pipeline(
             mismatched=[f"mid_convs.1.weight gives {controlnext.config.output_channels} channels, the UNet's "
                         f"injection site has {needed}"],
         )
-    pipe = ControlNeXtSVDPipeline(unet=unet, controlnext=controlnext.to(dtype).eval(),
+    pipe = ControlNeXtSVDPipeline(unet=unet, controlnext=in_dtype(controlnext, dtype).eval(),
                                   **load_components(paths.components, dtype))
     apply_memory_plan(pipe, plan, device)
     return pipe
