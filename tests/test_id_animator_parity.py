@@ -69,6 +69,7 @@ class GoldenModel:
         scheduler_cfg = {k: v for k, v in cfg["scheduler"].items() if k not in ("class", "eta")}
         self.pipe.scheduler = DDIMScheduler(**scheduler_cfg)
         self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.latent_scaling_factor = cfg["latent_scaling_factor_used_for_decode"]
         self.eta = cfg["scheduler"].get("eta", 0.0)
 
     def golden(self, name: str) -> dict[str, torch.Tensor]:
@@ -221,12 +222,16 @@ def test_unet_stock_groupnorm_differs(model):
 
 
 # -- golden c: the whole loop --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["one_ref", "two_ref"])
-def test_generation_loop_matches(model, case):
+def test_generation_loop_matches(model):
     file = "golden_pipeline.safetensors"
     g = model.golden(file)
     call = model.config["golden_pipeline"]
-    references = [g["input.face_image_a"].numpy(), g["input.face_image_b"].numpy()][:call["num_references"][case]]
+    faces = [g["input.face_image_a"].numpy(), g["input.face_image_b"].numpy()]
+    for case, num_references in call["num_references"].items():
+        _check_generation(model, file, g, call, case, faces[:num_references])
+
+
+def _check_generation(model: GoldenModel, file: str, g: dict, call: dict, case: str, references: list) -> None:
     steps: dict[str, list] = {"unet_output": [], "latents": []}
 
     def record(pipe, step, timestep, tensors):
@@ -252,6 +257,23 @@ def test_generation_loop_matches(model, case):
     model.check(file, f"output.{case}.prompt_embeds", torch.cat([text, tokens], 1), g[f"output.{case}.prompt_embeds"])
     model.check(file, f"output.{case}.negative_prompt_embeds", torch.cat([negative, uncond], 1),
                 g[f"output.{case}.negative_prompt_embeds"])
+
+
+def test_concatenated_identities_are_told_apart(model):
+    """Sensitivity guard: diffusers' default (concatenate the references' tokens) must fail the two-face golden."""
+    from helpers.pipelines.id_animator import install_face_token_mixer
+
+    file = "golden_pipeline.safetensors"
+    g = model.golden(file)
+    call = model.config["golden_pipeline"]
+    case = max(call["num_references"], key=call["num_references"].get)
+    faces = [g["input.face_image_a"].numpy(), g["input.face_image_b"].numpy()][:call["num_references"][case]]
+    install_face_token_mixer(model.pipe.unet, mode="concat")
+    try:
+        with pytest.raises(AssertionError, match="not close"):
+            _check_generation(model, file, g, call, case, faces)
+    finally:
+        install_face_token_mixer(model.pipe.unet, mode="mean")
 
 
 def test_face_tokens_of_each_reference(model):

@@ -114,6 +114,17 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
     """
 
     _callback_tensor_inputs = ["latents", "prompt_embeds", "unet_output"]
+    # The original divides latents by this constant before decoding (= the SD1.5 VAE's scaling factor).
+    latent_scaling_factor = 0.18215
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
+        """Latents ``[B, 4, F, h, w]`` -> video ``[B, 3, F, H, W]`` in [-1, 1] (float32), frames decoded
+        ``decode_chunk_size`` at a time (each frame independently, as the original's one-by-one decode)."""
+        batch, channels, frames, height, width = latents.shape
+        per_frame = (latents / self.latent_scaling_factor).transpose(1, 2).reshape(batch * frames, channels, height,
+                                                                                   width)
+        decoded = torch.cat([self.vae.decode(chunk).sample for chunk in per_frame.split(max(1, decode_chunk_size))])
+        return decoded.reshape(batch, frames, *decoded.shape[1:]).transpose(1, 2).float()
 
     # -- conditioning ------------------------------------------------------------------------------------------
     def encode_faces(self, face_images: FaceImage | Sequence[FaceImage]) -> tuple[torch.Tensor, torch.Tensor]:
