@@ -37,7 +37,7 @@ DEFAULT_FACE_SCALE = 0.8
 DEFAULT_FRAMES = 16
 DEFAULT_SIZE = 512
 MAX_FRAMES = 32  # length of the motion modules' positional table
-OUTPUT_FPS = 8
+OUTPUT_FPS = 9  # the original writes its videos at 9 fps
 
 
 def validate_generation_args(
