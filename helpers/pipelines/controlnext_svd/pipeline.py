@@ -98,30 +98,42 @@ def validate_call_args(
         raise InputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
 
 
-def pose_frames_to_tensor(frames, height: int, width: int) -> torch.Tensor:
-    """Pose frames as a float32 CPU tensor [N, 3, H, W] in [0, 1].
+def pose_frames_to_tensor(
+    frames, height: int, width: int, dtype: torch.dtype = torch.float32, limit: int | None = None
+) -> torch.Tensor:
+    """Pose frames as a CPU tensor [N, 3, H, W] in [0, 1] (the first ``limit`` frames, in ``dtype``).
 
     Accepts a sequence of PIL images or H×W×3 uint8 arrays, a uint8 array [N, H, W, 3], or a float tensor
-    [N, 3, H, W] already in [0, 1]. The frames must already have the output size (render the poses at it).
+    [N, 3, H, W] already in [0, 1]. The frames must already have the output size (render the poses at it). Frames
+    are converted one at a time, so a long fp16 sequence never exists in float32 as a whole.
     """
     if isinstance(frames, torch.Tensor):
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise InputError(f"pose frames tensor must be [N, 3, H, W] in [0, 1], got shape {tuple(frames.shape)}")
-        tensor = frames.detach().to("cpu", torch.float32)
+        frames = frames[:limit]
+        size = tuple(frames.shape[-2:])
     else:
-        arrays = [np.asarray(f.convert("RGB") if isinstance(f, PIL.Image.Image) else f) for f in frames]
-        if not arrays:
+        frames = list(frames)[:limit]
+        if not frames:
             raise InputError("no pose frames given: render at least the reference pose")
-        stacked = np.stack(arrays)
-        if stacked.ndim != 4 or stacked.shape[-1] != 3 or stacked.dtype != np.uint8:
-            raise InputError(f"pose frames must be RGB uint8 images, got array {stacked.shape} {stacked.dtype}")
-        tensor = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
-    if tuple(tensor.shape[-2:]) != (height, width):
+        first = np.asarray(frames[0])
+        size = first.shape[:2]
+    if size != (height, width):
         raise InputError(
-            f"pose frames are {tensor.shape[-2]}×{tensor.shape[-1]} but the video is {height}×{width}: "
-            "render the poses at the output size"
+            f"pose frames are {size[0]}×{size[1]} but the video is {height}×{width}: render the poses at the output size"
         )
-    return tensor.contiguous()
+    out = torch.empty(len(frames), 3, height, width, dtype=dtype)
+    for index, frame in enumerate(frames):
+        if isinstance(frame, torch.Tensor):
+            out[index] = frame.detach().to("cpu", torch.float32)
+            continue
+        array = np.asarray(frame.convert("RGB") if isinstance(frame, PIL.Image.Image) else frame)
+        if array.shape != (height, width, 3) or array.dtype != np.uint8:
+            raise InputError(
+                f"pose frame {index} must be a {height}×{width} RGB uint8 image, got {array.shape} {array.dtype}"
+            )
+        out[index] = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+    return out
 
 
 def as_pil_image(image) -> PIL.Image.Image:
@@ -226,16 +238,17 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         if decode_chunk_size is None:
             decode_chunk_size = min(settings["decode_chunk_size"], self.max_decode_chunk or settings["decode_chunk_size"])
 
-        poses = pose_frames_to_tensor(control_frames, height, width)
-        num_frames = num_frames or poses.shape[0]
-        if num_frames > poses.shape[0]:
-            raise InputError(f"asked for {num_frames} frames but only {poses.shape[0]} pose frames were given")
-        poses = poses[:num_frames]
+        available = len(control_frames)
+        num_frames = num_frames or available
+        if num_frames > available:
+            raise InputError(f"asked for {num_frames} frames but only {available} pose frames were given")
         validate_call_args(
             num_frames, height=height, width=width, frames_per_window=frames_per_window, overlap=overlap,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             decode_chunk_size=decode_chunk_size, output_type=output_type, min_guidance_scale=min_guidance_scale,
         )
+        # Kept on the CPU in the encoder's dtype; one window at a time travels to the device.
+        poses = pose_frames_to_tensor(control_frames, height, width, self.controlnext.dtype, limit=num_frames)
         if len(added_time_ids) != 3:
             raise InputError("added_time_ids needs 3 numbers: (fps − 1, motion bucket id, noise augmentation)")
         latent_shape = (1, num_frames, 4, height // self.vae_scale_factor, width // self.vae_scale_factor)
@@ -270,7 +283,6 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         if latents is None:
             latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        poses = poses.to(self.controlnext.dtype)
         counts = torch.tensor(frame_counts(windows, num_frames), device=device, dtype=torch.float32)
         counts = counts[None, :, None, None, None]
         slot_guidance = torch.linspace(
