@@ -13,7 +13,6 @@ ID-Animator loader converts that to IP-Adapter + LoRA, and the community model i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -278,8 +277,6 @@ def write_tiny_id_animator_packs(root: Path, *, sketch: bool = True) -> dict[str
     paths["id_animator/animator"] = animator
     if sketch:
         paths["sparsectrl_scribble/controlnet"] = write_tiny_sparsectrl(models / "sparsectrl_scribble" / "controlnet")
-    (Path(root) / "models" / "id_animator" / "README.tiny.json").write_text(json.dumps(
-        {"what": "tiny random-weight ID-Animator packs for tests and SMOKE mode"}, indent=2))
     return paths
 
 
