@@ -144,10 +144,10 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         """The 16 face tokens ``[1, 16, D]`` (mixed over references) and the unconditional tokens ``[1, 16, D]``."""
         faces, uncond = self.encode_faces(face_images)
         projection: FaceTokenMixer = self.unet.encoder_hid_proj
+        uncond_tokens = projection([uncond[None]])[0]
         projection.reference_weights = normalized_reference_weights(reference_weights, faces.shape[0])
         try:
             cond_tokens = projection([faces[None]])[0]
-            uncond_tokens = projection([uncond[None]])[0]
         finally:
             projection.reference_weights = None
         return cond_tokens.flatten(1, 2), uncond_tokens.flatten(1, 2)
