@@ -19,10 +19,11 @@ from helpers.pipelines.controlnext_svd import (
     config_from_state_dict,
     detect_version,
     inject_control,
+    load_components,
     load_controlnext,
     load_unet,
 )
-from helpers.testing.controlnext import TINY_UNET_CONFIG, tiny_encoder_config
+from helpers.testing.controlnext import TINY_UNET_CONFIG, tiny_encoder_config, write_tiny_svd_components
 
 OFFICIAL = {"v2": OFFICIAL_V2, "v1": OFFICIAL_V1}
 MANIFEST_SETS = golden_params("controlnext_svd_v2") + golden_params("controlnext_svd_v1")
@@ -195,3 +196,35 @@ def test_v2_scale_zero_is_exactly_the_plain_unet_and_v1_is_not():
             v1_zero = unet(sample, 0.5, **call).sample  # sigmoid(0)·1.3: the v1 quirk keeps 0.65x control
     assert torch.equal(v2_zero, plain)
     assert (v1_zero - plain).abs().max() > 1e-3
+
+
+# -- the SVD components ----------------------------------------------------------------------------------------------
+def _rewrite(path, edit):
+    from safetensors.torch import load_file, save_file
+
+    state_dict = load_file(path)
+    edit(state_dict)
+    save_file(state_dict, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(("part", "file"), [("vae", "diffusion_pytorch_model.safetensors"),
+                                            ("image_encoder", "model.safetensors")])
+def test_svd_components_load_strictly(tmp_path, part, file):
+    folder = write_tiny_svd_components(tmp_path / "components")
+
+    def damage(state_dict):
+        state_dict.pop(sorted(state_dict)[0])
+        state_dict["extra.weight"] = torch.zeros(2)
+
+    _rewrite(folder / part / file, damage)
+    with pytest.raises(StrictLoadError) as err:
+        load_components(folder)
+    assert len(err.value.missing) == 1 and err.value.unexpected == ["extra.weight"]
+
+
+def test_clip_checkpoints_with_the_old_position_ids_buffer_still_load(tmp_path):
+    folder = write_tiny_svd_components(tmp_path / "components")
+    _rewrite(folder / "image_encoder" / "model.safetensors",
+             lambda sd: sd.update({"vision_model.embeddings.position_ids": torch.arange(50)[None]}))
+    parts = load_components(folder)
+    assert parts["image_encoder"].dtype == torch.float32
