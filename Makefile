@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# bytecode caches make each notebook kernel and test process start in seconds, not a minute
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test test-fast browser-test lint clean
 

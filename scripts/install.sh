@@ -20,7 +20,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade uv
-"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -r requirements-dev.txt
+# --compile-bytecode: every kernel and test process would otherwise recompile torch/diffusers on import
+"$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -r requirements-dev.txt
 "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e . --no-deps
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "environment ready: $VENV"
