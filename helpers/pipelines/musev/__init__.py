@@ -3,12 +3,13 @@
 The models keep the attribute names of the original implementation, so the official checkpoints of the HF repo
 ``TMElyralab/MuseV`` load strictly. Everything here computes in the dtype the modules hold (fp16 on CUDA, fp32 on CPU).
 
-Public API (the pipeline in ``pipeline.py`` builds on exactly this)::
+Public API (the pipeline in ``pipeline.py`` builds on exactly this; the names below are importable from the package,
+which loads the modules behind them only on first use)::
 
     from helpers.pipelines.musev import (
-        MuseVUNet3DConditionModel, MuseVUNetOutput, MUSEV_VARIANTS, musev_unet_config,
+        MuseVUNet3DConditionModel, MuseVUNetOutput, MUSEV_VARIANTS, musev_unet_config, parse_musev_unet_config,
         MuseVReferenceNet, ReferenceNetOutput,
-        build_image_projection, image_prompt_tokens,
+        build_image_projection, convert_image_projection_state_dict, image_prompt_tokens,
         load_musev_unet, load_referencenet, load_image_projection, default_device_and_dtype,
         build_musev_unet_on_meta, build_referencenet_on_meta, build_image_projection_on_meta,
     )
@@ -16,6 +17,7 @@ Public API (the pipeline in ``pipeline.py`` builds on exactly this)::
 Video UNet (variants ``"musev"``, ``"musev_referencenet"``, ``"musev_referencenet_pose"``)::
 
     unet = load_musev_unet(unet_dir, base_model=sd15_dir)        # MuseV file first, then the SD1.5 spatial keys
+    unet = load_musev_unet(unet_dir, base_model=sd15_dir, variant="musev_referencenet_pose")   # explicit variant
     out = unet(
         sample,                          # (B, 4, T, h, w); the clean condition latent(s) already inside, e.g. frame 0
         timestep,                        # number, 0-d tensor or (B,) tensor
@@ -51,3 +53,37 @@ or the model's own folder); ``.bin`` pickles load with ``weights_only=True``; fp
 are preferred. The default device/dtype is CUDA + fp16 when available, else CPU + fp32. Any mismatch between a
 checkpoint and the model raises ``helpers.errors.StrictLoadError`` listing the keys.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule; resolved lazily so that light submodules (schedule, prompts, noise) import fast
+_EXPORTS = {
+    "MuseVUNet3DConditionModel": "unet",
+    "MuseVUNetOutput": "unet",
+    "MUSEV_VARIANTS": "unet_config",
+    "musev_unet_config": "unet_config",
+    "parse_musev_unet_config": "unet_config",
+    "MuseVReferenceNet": "referencenet",
+    "ReferenceNetOutput": "referencenet",
+    "build_image_projection": "ip_adapter",
+    "convert_image_projection_state_dict": "ip_adapter",
+    "image_prompt_tokens": "ip_adapter",
+    "load_musev_unet": "loading",
+    "load_referencenet": "loading",
+    "load_image_projection": "loading",
+    "default_device_and_dtype": "loading",
+    "build_musev_unet_on_meta": "loading",
+    "build_referencenet_on_meta": "loading",
+    "build_image_projection_on_meta": "loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
