@@ -1,0 +1,842 @@
+"""Zero-shot pose video ("Controlled video generation without finetuning"): a pose sequence + a prompt → a video,
+from an image model (Stable Diffusion 2.1 + thibaud's OpenPose ControlNet) by latent manipulation only.
+
+Data flow: the driving clip is sampled and centre-cropped to the generation size → DWPose (or OpenPose) finds the
+body in every frame, drawn OpenPose-style; or the clip already shows rendered skeletons → all frames are denoised in
+one batch, tied together only by the chosen *technique* (shared noise, cross-frame attention, latent references) →
+mp4 + side-by-side preview (poses | result) + JSON sidecar.
+
+>>> from helpers.tasks import zero_shot_pose_video as task
+>>> params = task.Params(driving_video="swing.mp4", technique="recommended")
+>>> task.preview_inputs(params).show()                    # the pose frames, before spending GPU time
+>>> task.run(params).show()
+>>> task.compare(params, ["independent_noise", "shared_noise", "recommended"]).show()   # the same poses and seed
+
+``TECHNIQUES`` maps each named technique to :class:`~helpers.pipelines.zero_shot_pose.ConsistencyOptions`;
+``PRESETS`` are the original repository's golf-swing demo frames (fetched from GitHub on first use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from helpers.errors import InputError
+from helpers.tasks.base import (
+    Progress,
+    Result,
+    TaskParams,
+    Timings,
+    cached,
+    check_multiple,
+    check_params,
+    check_prompt,
+    finish,
+    is_smoke,
+    output_folder,
+    param,
+    smoke_root,
+)
+
+NAME = "zero_shot_pose_video"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ASSETS = REPO_ROOT / "assets" / "pose"
+DIAGRAMS = REPO_ROOT / "assets" / "diagrams"
+DEFAULT_VIDEO = str(ASSETS / "dancer.mp4")
+DEFAULT_FOLDER_FPS = 10.0  # frame folders carry no fps: the original wrote its videos at 10 fps
+SIZE_MULTIPLE = 64
+BASE_ROLES = {"sd21-base": "base", "sd21-768": "base_768"}
+
+# SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
+SMOKE_SIZE, SMOKE_FRAMES, SMOKE_STEPS = 64, 4, 3
+
+# The original's prompt and negative prompt (its v2/v3 demos), and its golf-swing demo at the commit described in
+# the method notes. Frame ranges like {0000..0025} are expanded into one download per frame.
+ORIGINAL_PROMPT = (
+    "A professional male golfer in a red polo shirt and white trousers, holding a golf club in his hands. "
+    "The golfer is in the process of a swing seriously. The club is in motion, and its direction is aligned with "
+    "the arm. Front-facing view, best quality, extremely detailed, realistic.")
+ORIGINAL_NEGATIVE = (
+    "longbody, low res, bad anatomy, bad hands, missing fingers, bad figure, bad proportions, bad shape, "
+    "bad silhouette, bad form, bad structure, bad model, impossible pose, unnatural pose, awkward pose, bad pose, "
+    "bad posture, extra golf clubs, twisted body, broken body, missing limbs, bad quality, blurry, out of focus, "
+    "low quality, bad composition, bad framing, bad angle")
+ORIGINAL_DEMO = ("https://raw.githubusercontent.com/QingquanBao/Controlled-video-generation-without-finetuning/"
+                 "2b21d897d792d96de01d6fdd865fddacb5dcc3d7/demo")
+GOLF_POSES = f"{ORIGINAL_DEMO}/poses/frame_{{0000..0025}}_rendered.png"
+GOLF_FRAMES = f"{ORIGINAL_DEMO}/frames/frame_{{0000..0025}}.png"
+GOLF_MASKS = f"{ORIGINAL_DEMO}/masks/mask_{{00..25}}.png"
+
+
+# ---------------------------------------------------------------------------------------------------- techniques
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A named way of tying the frames together: the form's dropdown, the comparison grid, the notebook."""
+
+    label: str  # short, for grid labels
+    what: str  # one line
+    settings: dict  # ConsistencyOptions fields fixed by the technique
+    schedule: str = "each_step"  # when the latent reference acts, unless the user picks a schedule
+
+    @property
+    def uses_reference(self) -> bool:
+        """Copy steps, strength and schedule act (a latent reference is on)."""
+        return self.settings.get("latent_reference", "off") != "off"
+
+    @property
+    def needs_source(self) -> bool:
+        """Needs the real frames behind the poses."""
+        return self.settings.get("latent_reference") in ("source", "source_motion", "keyframe")
+
+
+TECHNIQUES: dict[str, Technique] = {
+    "independent_noise": Technique(
+        "a. independent noise", "new noise per frame: every frame is its own picture (the per-image baseline)", {}),
+    "shared_noise": Technique(
+        "b. shared noise", "one initial noise for every frame: frames differ only where their poses differ",
+        {"noise": "shared"}),
+    "cross_frame_attention": Technique(
+        "c. + cross-frame attn", "shared noise, and each frame's self-attention also reads frame 0 and the previous "
+        "frame", {"noise": "shared", "cross_frame_attention": "first_and_previous"}),
+    "copy_first_frame": Technique(
+        "d. copy frame 0", "shared noise, and frame 0's latents copied into every frame over the first copy steps",
+        {"noise": "shared", "latent_reference": "first_frame"}),
+    "copy_previous_frame": Technique(
+        "d'. copy prev. frame", "as d. but from the previous frame, a chain along the clip (equal to d. at strength 1)",
+        {"noise": "shared", "latent_reference": "previous_frame"}),
+    "source_latents": Technique(
+        "e. source latents", "the real frames, VAE-encoded and noised to the current level, copied in (SDEdit)",
+        {"noise": "shared", "latent_reference": "source"}),
+    "latent_differences": Technique(
+        "f. latent differences", "frame 0's latents moved by the source's latent differences z_k - z_0",
+        {"noise": "shared", "latent_reference": "source_motion"}),
+    "keyframe_differences": Technique(
+        "g. keyframe + diffs", "as f., but only frame 0 sees its pose: an I-frame and P-frames, like a video codec",
+        {"noise": "shared", "latent_reference": "keyframe"}),
+    "recommended": Technique(
+        "recommended", "shared noise + cross-frame attention + frame 0 copied over the first copy steps",
+        {"noise": "shared", "cross_frame_attention": "first_and_previous", "latent_reference": "first_frame"}),
+    "original_v2": Technique(
+        "original v2 CLI", "the original's runnable script: new noise per frame, the previous frame's latents "
+        "copied once, after the copy steps", {"latent_reference": "previous_frame"}, schedule="last_step"),
+}
+
+
+def options_for(params: Params):
+    """The :class:`ConsistencyOptions` of a run: the technique's settings, plus copy steps, strength, schedule and
+    noise matching where a latent reference acts."""
+    from helpers.pipelines.zero_shot_pose import ConsistencyOptions
+
+    technique = TECHNIQUES[params.technique]
+    if not technique.uses_reference:
+        return ConsistencyOptions(**technique.settings)
+    schedule = technique.schedule if params.reference_schedule == "auto" else params.reference_schedule
+    return ConsistencyOptions(**technique.settings, reference_steps=params.copy_steps,
+                              reference_strength=params.strength, reference_schedule=schedule,
+                              match_noise_level=params.match_noise_level)
+
+
+# -------------------------------------------------------------------------------------------------------- params
+
+
+@dataclass
+class Params(TaskParams):
+    driving_video: str = field(default=DEFAULT_VIDEO, metadata=param(
+        "The motion to follow: a video, a folder of frames, or a URL (one person, whole body in view); with "
+        "detector 'none' it already shows rendered OpenPose skeletons", widget="file"))
+    detector: str = field(default="dwpose", metadata=param(
+        "How poses are found: dwpose (fast, robust), openpose (the annotator the ControlNet was trained with; "
+        "needs the openpose_annotator pack), or none (the driving video already shows skeletons)",
+        choices=["dwpose", "openpose", "none"]))
+    prompt: str = field(default=ORIGINAL_PROMPT, metadata=param(
+        "What every frame shows (the person, the clothes, the scene)", widget="textarea"))
+    negative_prompt: str = field(default=ORIGINAL_NEGATIVE, metadata=param(
+        "What to avoid (acts only with guidance above 1)", widget="textarea"))
+    technique: str = field(default="recommended", metadata=param(
+        "How the frames are tied together: " + "; ".join(f"{k}: {t.what}" for k, t in TECHNIQUES.items()),
+        choices=list(TECHNIQUES)))
+    copy_steps: int = field(default=9, metadata=param(
+        "Denoising steps the latent reference acts on (the original's 'copy step 8' is 9 here); more steps fix "
+        "more of the layout, fewer leave each frame freer", min=1, max=100))
+    strength: float = field(default=1.0, metadata=param(
+        "How far the latents are pulled towards the reference: 1 copies, below 1 blends", min=0.0, max=1.0,
+        step=0.05))
+    steps: int = field(default=50, metadata=param("Denoising steps (DDIM; 50 in the original)", min=1, max=100))
+    guidance_scale: float = field(default=7.5, metadata=param(
+        "Classifier-free guidance: how closely the prompt is followed (7.5 in the original)", min=0.0, max=20.0,
+        step=0.5))
+    width: int = field(default=512, metadata=param(
+        "Width in pixels (a multiple of 64); 512 suits SD2.1-base, 768 the 768 model", min=256, max=1024, step=64))
+    height: int = field(default=512, metadata=param(
+        "Height in pixels (a multiple of 64); the driving video is centre-cropped to this aspect", min=256,
+        max=1024, step=64))
+    frames: int = field(default=16, metadata=param(
+        "Frames to generate (16 in the original); all are denoised in one batch, so memory grows with them",
+        min=2, max=64))
+    sample_stride: int = field(default=2, metadata=param(
+        "Use every n-th frame of the driving video", min=1, max=8))
+    fps: float = field(default=0.0, metadata=param(
+        f"Frames per second of the result; 0 = the driving video's fps / stride ({DEFAULT_FOLDER_FPS:g} for frame "
+        "folders, as the original)", min=0.0, max=60.0, step=0.5))
+    source_video: str = field(default="", metadata=param(
+        "The real frames behind the poses (video, folder or URL), for the techniques that use the source video "
+        "(source_latents, latent_differences, keyframe_differences); empty = the driving video", widget="file",
+        group="Advanced"))
+    masks: str = field(default="", metadata=param(
+        "Optional per-frame masks (white = the person), limiting where the latent reference acts", widget="file",
+        group="Advanced"))
+    base_model: str = field(default="sd21-base", metadata=param(
+        "sd21-base: the 512 px model the ControlNet was trained on; sd21-768: the v-prediction model the original "
+        "loaded (fetch sd21/base_768 in the setup notebook; use 768x768)", choices=list(BASE_ROLES),
+        group="Advanced"))
+    reference_schedule: str = field(default="auto", metadata=param(
+        "each_step: the reference acts after each of the copy steps; last_step: once, after the last of them; "
+        "auto: the technique's own (last_step for original_v2)", choices=["auto", "each_step", "last_step"],
+        group="Advanced"))
+    match_noise_level: bool = field(default=True, metadata=param(
+        "Noise source latents to the current level and scale latent differences by it (off: mix clean latents "
+        "into noisy ones, as the original did)", group="Advanced"))
+    controlnet_scale: float = field(default=1.0, metadata=param(
+        "How strongly the pose steers each frame", min=0.0, max=2.0, step=0.05, group="Advanced"))
+
+
+_GOLF = dict(driving_video=GOLF_POSES, detector="none", source_video=GOLF_FRAMES, prompt=ORIGINAL_PROMPT,
+             negative_prompt=ORIGINAL_NEGATIVE, frames=16, sample_stride=1, steps=50, guidance_scale=7.5, width=512,
+             height=512, fps=10.0, copy_steps=9, strength=1.0, seed=1337)
+
+PRESETS: dict[str, dict] = {
+    "golf swing · recommended": dict(_GOLF, technique="recommended"),
+    "golf swing · the original's v2 command line": dict(_GOLF, technique="original_v2"),
+    "golf swing · poses re-detected with DWPose": dict(_GOLF, driving_video=GOLF_FRAMES, detector="dwpose",
+                                                       source_video="", technique="recommended"),
+    "golf swing · keyframe + latent differences": dict(_GOLF, frames=10, technique="keyframe_differences",
+                                                       copy_steps=16),
+    "golf swing · source latents inside the masks": dict(_GOLF, technique="source_latents", masks=GOLF_MASKS,
+                                                         copy_steps=16),
+}
+
+
+# -------------------------------------------------------------------------------------------------------- inputs
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_url_range(url: str) -> list[str]:
+    """``.../frame_{0000..0002}.png`` → the three URLs (zero-padded like the first bound); other URLs unchanged."""
+    match = _RANGE.search(url)
+    if match is None:
+        return [url]
+    first, last = match.group(1), match.group(2)
+    if int(last) < int(first):
+        raise InputError(f"the frame range {{{first}..{last}}} counts down: write it as {{{last}..{first}}}")
+    return [url[:match.start()] + str(i).zfill(len(first)) + url[match.end():] for i in range(int(first), int(last) + 1)]
+
+
+def _download(url: str, target: Path, timeout: float) -> None:
+    partial = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            while block := response.read(1 << 20):
+                out.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise InputError(f"could not download {target.name} ({reason}): check the internet connection, or download "
+                         f"{url} yourself and give its path") from None
+    partial.replace(target)
+
+
+def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
+    """Download a file, or a numbered frame sequence (``{0000..0025}`` in the URL) into a folder of its own, once,
+    under ``<Drive root>/inputs/examples/`` (or ``folder``). Files already there are reused without network access.
+    """
+    from helpers import runtime
+
+    parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
+    if not parts:
+        raise InputError(f"{url} does not name a file: give the address of a video or of numbered frames")
+    base = Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples"
+    urls = expand_url_range(url)
+    if len(urls) == 1 and urls[0] == url:
+        base.mkdir(parents=True, exist_ok=True)
+        target = base / re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-2:]))
+        if not (target.is_file() and target.stat().st_size > 0):
+            _download(url, target, timeout)
+        return target
+    digest = hashlib.sha256(url.encode()).hexdigest()[:8]
+    target_folder = base / re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-3:-1]) + f"-{digest}")
+    target_folder.mkdir(parents=True, exist_ok=True)
+    for one in urls:
+        target = target_folder / Path(urllib.parse.urlsplit(one).path).name
+        if not (target.is_file() and target.stat().st_size > 0):
+            _download(one, target, timeout)
+    return target_folder
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _bundled_dancer(smoke: bool) -> Path:
+    """The synthetic dancer: from the checkout, or drawn again where the package was installed without assets."""
+    if Path(DEFAULT_VIDEO).is_file():
+        return Path(DEFAULT_VIDEO)
+    from helpers import runtime
+    from helpers.testing.pose import write_dancer_assets
+
+    folder = (smoke_root() if smoke else runtime.drive_root()) / "inputs" / "synthetic"
+    if not (folder / "dancer.mp4").is_file():
+        write_dancer_assets(folder)
+    return folder / "dancer.mp4"
+
+
+def _local_input(value: str, what: str, smoke: bool, notes: dict) -> Path | None:
+    """A path for ``value`` (downloaded when a URL; the bundled dancer in SMOKE mode, which never downloads)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value == DEFAULT_VIDEO:
+        return _bundled_dancer(smoke)
+    if _is_url(value):
+        if smoke:
+            notes[what] = f"SMOKE mode: the bundled dancer instead of {value}"
+            return None if what == "masks" else _bundled_dancer(smoke)
+        notes[what] = value
+        return fetch_input(value)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise InputError(f"{what} not found: {path} — check the path or upload the file again")
+    return path
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    from helpers import media
+
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in media.IMAGE_SUFFIXES)
+
+
+def _count_frames(path: Path, what: str) -> tuple[int, float | None]:
+    """(frames, fps) of a video file or a folder of frames (fps None); InputError when unreadable."""
+    from helpers import media
+
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise InputError(f"{what}: no images in {path} — give a folder of PNG/JPEG frames or a video")
+        return len(files), None
+    if path.suffix.lower() in media.IMAGE_SUFFIXES - {".gif"}:
+        raise InputError(f"{what} {path.name} is a single image: give a video or a folder of frames")
+    info = media.video_info(path)
+    return info.frame_count, info.fps
+
+
+def read_clip(path: Path, count: int, stride: int, what: str) -> np.ndarray:
+    """``count`` frames, every ``stride``-th, of a video or a folder of frames, as ``[F, H, W, 3]`` uint8."""
+    from helpers import media
+
+    if path.is_dir():
+        files = _frame_files(path)[::stride][:count]
+        images = [media.read_image(f) for f in files]
+        if len({i.shape for i in images}) > 1:
+            images = [media.center_crop_resize(i, (images[0].shape[1], images[0].shape[0])) for i in images]
+        frames = np.stack(images)
+    else:
+        frames = media.read_video(path, max_frames=count, stride=stride, min_frames=count).frames
+    if len(frames) < count:
+        raise InputError(f"{what} gave {len(frames)} frames at stride {stride}, {count} needed: ask for fewer frames "
+                         "or lower the stride")
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, worked out from Params before any model loads."""
+
+    driving: Path
+    source: Path | None  # the real frames (None: no technique needs them)
+    masks: Path | None
+    width: int
+    height: int
+    frames: int
+    steps: int
+    copy_steps: int
+    fps: float
+    options: object  # ConsistencyOptions
+    base_role: str
+    available: int  # frames the driving video gives at this stride
+    notes: dict  # where inputs came from (URLs), SMOKE substitutions
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def _check_count(path: Path, what: str, frames: int, stride: int) -> tuple[int, float | None]:
+    count, fps = _count_frames(path, what)
+    available = math.ceil(count / stride)
+    if frames > available:
+        raise InputError(f"{frames} frames asked for, but the {what} ({path.name}, {count} frames) gives {available} "
+                         f"at sample stride {stride}: ask for at most {available} frames or lower the stride")
+    return available, fps
+
+
+def plan(params: Params) -> Plan:
+    """Check everything and work out the run (downloads URL inputs once); raises ``InputError``, loads no model."""
+    from helpers.pipelines.zero_shot_pose import check_call_inputs
+
+    check_params(params)
+    prompt = check_prompt(params.prompt)
+    technique = TECHNIQUES[params.technique]
+    smoke = is_smoke(params)
+    check_multiple("width", params.width, SIZE_MULTIPLE)
+    check_multiple("height", params.height, SIZE_MULTIPLE)
+    if technique.uses_reference and params.copy_steps > params.steps:
+        raise InputError(f"copy steps ({params.copy_steps}) is more than the denoising steps ({params.steps}): "
+                         f"lower copy steps to at most {params.steps}")
+    if params.negative_prompt.strip() and params.guidance_scale <= 1:
+        raise InputError(f"a negative prompt only acts with guidance above 1 (it is {params.guidance_scale}): "
+                         "raise guidance_scale or clear the negative prompt")
+
+    notes: dict = {}
+    driving = _local_input(params.driving_video, "driving video", smoke, notes)
+    if driving is None:
+        raise InputError("no driving video: give a video, a folder of frames or a URL")
+    available, video_fps = _check_count(driving, "driving video", params.frames, params.sample_stride)
+
+    source = None
+    if technique.needs_source:
+        source = _local_input(params.source_video, "source video", smoke, notes)
+        if source is None and params.detector == "none" and not smoke:
+            raise InputError(f"the technique {params.technique} builds on the real frames behind the poses, but the "
+                             "driving video holds rendered skeletons: set source_video, or pick another technique")
+        source = source or driving
+        _check_count(source, "source video", params.frames, params.sample_stride)
+    masks = _local_input(params.masks, "masks", smoke, notes)
+    if masks is not None:
+        if not technique.uses_reference:
+            raise InputError(f"masks limit where a latent reference acts, and {params.technique} has none: pick a "
+                             "copy or source technique, or clear masks")
+        _check_count(masks, "masks", params.frames, params.sample_stride)
+
+    width, height, frames, steps, copy_steps = params.width, params.height, params.frames, params.steps, \
+        params.copy_steps
+    if smoke:
+        width = height = SMOKE_SIZE
+        frames, steps = min(frames, SMOKE_FRAMES), min(steps, SMOKE_STEPS)
+        copy_steps = min(copy_steps, steps)
+    options = options_for(replace(params, copy_steps=copy_steps))
+    # the pipeline's own checks, on stand-in arrays of the real shapes: what it would refuse is refused now
+    blank = np.zeros((frames, height, width, 3), np.uint8)
+    check_call_inputs(prompt=prompt, negative_prompt=params.negative_prompt.strip() or None, poses=blank,
+                      options=options, num_inference_steps=steps, source_frames=blank if source else None,
+                      masks=blank[..., 0] if masks else None, guidance_scale=params.guidance_scale,
+                      controlnet_conditioning_scale=params.controlnet_scale)
+    fps = float(params.fps) if params.fps > 0 else (
+        round(video_fps / params.sample_stride, 3) if video_fps else DEFAULT_FOLDER_FPS)
+    return Plan(driving=driving, source=source, masks=masks, width=width, height=height, frames=frames, steps=steps,
+                copy_steps=copy_steps, fps=fps, options=options, base_role=BASE_ROLES[params.base_model],
+                available=available, notes=notes)
+
+
+def validate(params: Params) -> None:
+    """Raise ``InputError`` (one line, what to do) for any bad setting or input; loads no model."""
+    plan(params)
+
+
+# ------------------------------------------------------------------------------------------------------ the poses
+
+
+@dataclass
+class PoseInputs:
+    """The prepared inputs of a run, all at the generation size."""
+
+    driving: np.ndarray  # [F, H, W, 3] uint8 driving frames, centre-cropped
+    poses: np.ndarray  # [F, H, W, 3] uint8 OpenPose-style renders
+    source: np.ndarray | None  # [F, H, W, 3] uint8 real frames (techniques that use them)
+    masks: np.ndarray | None  # [F, H, W] float32 in [0, 1]
+    held: list[int]  # frames without a person, holding a neighbour's pose
+    weights: list  # provenance of the pose detector
+    detector: str
+
+
+def _weights_root(smoke: bool) -> Path | None:
+    return smoke_root() if smoke else None
+
+
+class _CountingDetector:
+    """Wraps a detector to report ``progress("pose detection", done, total)``."""
+
+    def __init__(self, detect, total: int, progress: Progress | None):
+        self.detect, self.total, self.progress, self.done = detect, total, progress, 0
+
+    def __call__(self, image):
+        pose = self.detect(image)
+        self.done += 1
+        if self.progress is not None:
+            self.progress("pose detection", self.done, self.total)
+        return pose
+
+
+def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress | None):
+    from helpers import weights
+    from helpers.pipelines.zero_shot_pose import poses_from_video
+    from helpers.pipelines.zero_shot_pose.poses import OPENPOSE_PACK, OPENPOSE_ROLE, openpose_body_detector
+
+    root = _weights_root(smoke)
+    if detector == "dwpose":
+        from helpers.pose import DWPoseRunner
+
+        if smoke:
+            from helpers.testing.pose import write_tiny_dwpose_pack
+
+            write_tiny_dwpose_pack(root)
+        runner = DWPoseRunner.from_weights(root=root)
+        provenance = [weights.provenance("dwpose", role, root) for role in ("detector", "pose_model")]
+    else:
+        runner = openpose_body_detector()
+        provenance = [weights.provenance(OPENPOSE_PACK, OPENPOSE_ROLE)]
+    try:
+        found = poses_from_video(frames, detect=_CountingDetector(runner, len(frames), progress))
+    finally:  # free the detector (ONNX sessions on the GPU) before the image model loads
+        if hasattr(runner, "close"):
+            runner.close()
+    return found, provenance
+
+
+_PREPARED: dict = {}  # the last prepared inputs: a preview, Generate and a comparison detect only once
+
+
+def _stat(path: Path | None) -> tuple:
+    if path is None:
+        return ()
+    files = _frame_files(path) if path.is_dir() else [path]
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+def prepare_inputs(params: Params, p: Plan | None = None, progress: Progress | None = None) -> PoseInputs:
+    """Read, crop and (unless detector is 'none') detect and draw the poses; cached for the same inputs."""
+    from helpers import media
+    from helpers.pipelines.zero_shot_pose import prepare_pose_frames
+
+    p = p or plan(params)
+    smoke = is_smoke(params)
+    key = (_stat(p.driving), _stat(p.source), _stat(p.masks), p.size, p.frames, params.sample_stride,
+           params.detector, smoke)
+    if key in _PREPARED:
+        return _PREPARED[key]
+    driving = media.center_crop_resize(read_clip(p.driving, p.frames, params.sample_stride, "driving video"), p.size)
+    if params.detector == "none":
+        found, provenance = prepare_pose_frames(driving), []
+    else:
+        found, provenance = _detect(driving, params.detector, smoke, progress)
+    source = masks = None
+    if p.source is not None:
+        source = driving if p.source == p.driving else media.center_crop_resize(
+            read_clip(p.source, p.frames, params.sample_stride, "source video"), p.size)
+    if p.masks is not None:
+        mask_frames = media.center_crop_resize(read_clip(p.masks, p.frames, params.sample_stride, "masks"), p.size)
+        masks = mask_frames.astype(np.float32).mean(axis=-1) / 255.0
+    out = PoseInputs(driving=driving, poses=found.frames, source=source, masks=masks, held=list(found.held),
+                     weights=provenance, detector=params.detector)
+    _PREPARED.clear()
+    _PREPARED[key] = out
+    return out
+
+
+@dataclass
+class InputPreview:
+    """What a run will use, shown before any GPU time is spent: see :meth:`show`."""
+
+    plan: Plan
+    inputs: PoseInputs
+
+    def summary(self) -> str:
+        p, inputs = self.plan, self.inputs
+        how = {"none": "used as given", "dwpose": "detected with DWPose", "openpose": "detected with OpenPose"}
+        lines = [f"{p.frames} frames at {p.width}x{p.height}, {p.fps:g} fps; poses {how[inputs.detector]}",
+                 f"technique: {p.options.describe()}"]
+        if inputs.held:
+            lines.append(f"no person found in frame(s) {inputs.held}: they hold the nearest earlier pose")
+        return "\n".join(lines)
+
+    def show(self) -> None:
+        from helpers import media
+
+        overlay = np.maximum((self.inputs.driving.astype(np.float32) * 0.5).astype(np.uint8), self.inputs.poses)
+        media.show_video(media.side_by_side(self.inputs.driving, self.inputs.poses, overlay), fps=self.plan.fps,
+                         title="driving frames | pose frames | poses over the frames")
+        print(self.summary())
+
+
+def preview_inputs(params: Params, *, progress: Progress | None = None) -> InputPreview:
+    """Prepare the poses of the frames that will be generated (cached) and return them for display."""
+    p = plan(params)
+    return InputPreview(plan=p, inputs=prepare_inputs(params, p, progress))
+
+
+# ------------------------------------------------------------------------------------------------------------ run
+
+
+def _model_paths(base_role: str, smoke: bool) -> tuple[Path, Path, Path | None]:
+    """(base folder, ControlNet path, weights root); SMOKE writes tiny random-weight packs into its own root."""
+    from helpers import weights
+    from helpers.pipelines.zero_shot_pose.loading import BASE_PACK, CONTROLNET_PACK, CONTROLNET_ROLE
+
+    root = _weights_root(smoke)
+    if smoke:
+        from helpers.testing import common
+        from helpers.testing.zero_shot import TINY_CROSS_ATTENTION_DIM, write_tiny_zero_shot_packs
+
+        models = root / "models"
+        if not (models / CONTROLNET_PACK / CONTROLNET_ROLE / "config.json").is_file():
+            write_tiny_zero_shot_packs(root)
+        if base_role != "base" and not (models / BASE_PACK / base_role / "model_index.json").is_file():
+            common.write_sd_folder(models / BASE_PACK / base_role, cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
+                                   v_prediction=True, linear_projection=True)
+    return weights.resolve(BASE_PACK, base_role, root), weights.resolve(CONTROLNET_PACK, CONTROLNET_ROLE, root), root
+
+
+def _memory_plan(smoke: bool):
+    import torch
+
+    from helpers import runtime
+
+    chosen = runtime.memory_plan()
+    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
+        return runtime.plan_for(None)  # a rehearsed GPU tier on a CPU machine: SMOKE runs on the CPU
+    return chosen
+
+
+def load_pipeline(base: Path, controlnet: Path, memory):
+    """The pipeline, loaded once and kept between runs (same weights and memory plan)."""
+    from helpers.pipelines.zero_shot_pose import load_zero_shot_pipeline
+
+    def load():
+        # offloading plans load on the CPU; accelerate's hooks then move each model to the GPU while it runs
+        device = "cpu" if memory.offload != "none" else memory.device
+        pipe = load_zero_shot_pipeline(base_dir=base, controlnet_path=controlnet, device=device, dtype=memory.dtype)
+        return pipe.apply_memory_plan(memory)
+
+    return cached(f"{NAME}:{base}:{controlnet}:{memory.tier}:{memory.dtype_name}:{memory.device}", load)
+
+
+def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None):
+    import torch
+
+    return pipe(params.prompt.strip(), inputs.poses, negative_prompt=params.negative_prompt.strip() or None,
+                options=options, source_frames=inputs.source if options.needs_source else None, masks=inputs.masks,
+                num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
+                controlnet_conditioning_scale=params.controlnet_scale,
+                generator=torch.Generator("cpu").manual_seed(params.seed), output_type="uint8", progress=progress)
+
+
+def _meta(params: Params, p: Plan, inputs: PoseInputs, memory, base: Path, root: Path | None) -> dict:
+    from helpers import weights
+    from helpers.pipelines.zero_shot_pose.loading import BASE_PACK, CONTROLNET_PACK, CONTROLNET_ROLE
+
+    meta = {
+        "method": "zero-shot pose video (SD2.1 + OpenPose ControlNet, latent manipulation)",
+        "weights": [weights.provenance(BASE_PACK, p.base_role, root),
+                    weights.provenance(CONTROLNET_PACK, CONTROLNET_ROLE, root), *inputs.weights],
+        "base_folder": str(base),
+        "memory_plan": memory.as_dict(),
+        "inputs": {"driving_video": str(p.driving), "source_video": str(p.source) if p.source else None,
+                   "masks": str(p.masks) if p.masks else None, "notes": p.notes, "detector": inputs.detector,
+                   "frames_holding_a_pose": inputs.held},
+        "generation": {"width": p.width, "height": p.height, "frames": p.frames, "steps": p.steps},
+        "smoke": is_smoke(params),
+    }
+    if is_smoke(params):
+        meta["requested_params"] = params
+    return meta
+
+
+def _effective(params: Params, p: Plan) -> Params:
+    """The parameters actually used (SMOKE shrinks sizes, frames and steps)."""
+    return replace(params, width=p.width, height=p.height, frames=p.frames, steps=p.steps, copy_steps=p.copy_steps)
+
+
+def run(params: Params, *, progress: Progress | None = None) -> Result:
+    """Generate the video; the returned ``Result`` also holds the pose frames followed (``result.control``).
+
+    Order: check everything (``InputError``) → find the weights (``MissingWeightsError``) → poses (the detector is
+    closed again) → the pipeline (loaded once, kept between runs) → all frames in one batch → mp4 + preview + sidecar.
+    """
+    from helpers import runtime
+
+    timings = Timings()
+    smoke = is_smoke(params)
+    with timings.stage("inputs"):
+        p = plan(params)
+    base, controlnet, root = _model_paths(p.base_role, smoke)  # before pose work: missing weights fail fast
+    memory = _memory_plan(smoke)
+    runtime.reset_peak_memory()
+    with timings.stage("poses"):
+        inputs = prepare_inputs(params, p, progress)
+    with timings.stage("load"):
+        pipe = load_pipeline(base, controlnet, memory)
+    with timings.stage("generate"):
+        output = _generate(pipe, params, p, inputs, p.options, progress)
+    meta = _meta(params, p, inputs, memory, base, root)
+    meta["technique"] = {"name": params.technique, "options": p.options, "described": p.options.describe(),
+                         "unet_frame_evaluations": output.frame_steps}
+    result = finish(NAME, _effective(params, p), output.frames, p.fps, control=inputs.poses, meta=meta,
+                    timings=timings)
+    result.control = inputs.poses
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------- comparison
+
+
+def _text_band(text: str, width: int, height: int = 22) -> np.ndarray:
+    """A white band with ``text`` in black, shrunk (then shortened) until it fits."""
+    import cv2
+
+    band = np.full((height, width, 3), 255, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    while True:
+        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
+        if text_width <= width - 6 or (scale <= 0.3 and len(text) <= 3):
+            break
+        if scale > 0.3:
+            scale = round(scale - 0.05, 2)
+        else:
+            text = text[:-3] + ".."
+    cv2.putText(band, text, (3, (height + text_height) // 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def comparison_grid(clips: Sequence[tuple[str, np.ndarray]], *, columns: int = 3, tile: int = 256,
+                    gap: int = 4) -> np.ndarray:
+    """Labelled videos in a grid, ``columns`` per row: ``[F, H, W, 3]`` uint8 (each tile ``tile`` px wide)."""
+    from helpers import media
+
+    frames, height, width = clips[0][1].shape[:3]
+    tile_height = max(2, round(tile * height / width))
+    tiles = [np.concatenate([np.broadcast_to(_text_band(label, tile), (frames, 22, tile, 3)),
+                             media.resize(video, (tile, tile_height))], axis=1) for label, video in clips]
+    blank = np.full_like(tiles[0], 255)
+    rows = []
+    for start in range(0, len(tiles), columns):
+        row = tiles[start:start + columns]
+        row += [blank] * (columns - len(row))
+        spaced = [part for t in row for part in (t, np.full((frames, t.shape[1], gap, 3), 255, np.uint8))][:-1]
+        rows.append(np.concatenate(spaced, axis=2))
+    spaced_rows = [part for r in rows for part in (r, np.full((frames, gap, r.shape[2], 3), 255, np.uint8))][:-1]
+    return np.concatenate(spaced_rows, axis=1)
+
+
+def contact_sheet(clips: Sequence[tuple[str, np.ndarray]], *, max_columns: int = 8, thumb: int = 96,
+                  label_width: int = 170) -> np.ndarray:
+    """One image: a row per clip (labelled on the left), a column per sampled frame (``frame k`` on top)."""
+    from helpers import media
+
+    frames, height, width = clips[0][1].shape[:3]
+    picked = np.unique(np.linspace(0, frames - 1, min(frames, max_columns)).round().astype(int))
+    thumb_width = max(2, round(thumb * width / height))
+    header = [_text_band("", label_width)] + [_text_band(f"frame {k}", thumb_width) for k in picked]
+    rows = [np.concatenate(header, axis=1)]
+    for label, video in clips:
+        cells = [_text_band(label, label_width, thumb)] + [media.resize(video[k], (thumb_width, thumb)) for k in picked]
+        rows.append(np.concatenate(cells, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def frame_to_frame_change(video: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames (0-255 per pixel): lower is steadier. With the same poses
+    the motion is the same for every technique, so differences between techniques are flicker."""
+    if len(video) < 2:
+        return 0.0
+    return float(np.abs(np.diff(video.astype(np.int16), axis=0)).mean())
+
+
+@dataclass
+class Comparison:
+    """Several techniques on the same poses and seed: the videos, a labelled grid video and a contact sheet."""
+
+    techniques: list[str]
+    videos: dict[str, np.ndarray]  # technique → [F, H, W, 3] uint8
+    poses: np.ndarray
+    grid: np.ndarray  # [F, H', W', 3] uint8: poses, then one labelled tile per technique
+    sheet: np.ndarray  # H'' × W'' × 3 uint8: a row per technique, a column per sampled frame
+    change: dict[str, float]  # technique → frame_to_frame_change
+    result: Result  # the grid as written (mp4 + preview + sidecar)
+
+    def table(self) -> str:
+        lines = ["technique               frame-to-frame change (lower = steadier)"]
+        lines += [f"{name:<23} {self.change[name]:6.1f}" for name in self.techniques]
+        return "\n".join(lines)
+
+    def show(self) -> None:
+        from helpers import media
+
+        media.show_video(self.grid, fps=self.result.fps, title="same poses, same seed, one technique per tile",
+                         max_side=1024)
+        media.show_image(self.sheet, title="frames side by side", max_side=1024)
+        print(self.table())
+
+
+def compare(params: Params, techniques: Sequence[str], *, progress: Progress | None = None, columns: int = 3,
+            tile: int = 256) -> Comparison:
+    """Run several techniques on the same poses and seed; return (and save) a labelled grid for comparison.
+
+    Every technique is checked before anything loads; poses are prepared and the pipeline loaded once.
+    """
+    from helpers import runtime
+
+    techniques = list(techniques)
+    unknown = [t for t in techniques if t not in TECHNIQUES]
+    if not techniques or unknown or len(set(techniques)) != len(techniques):
+        raise InputError(f"techniques must be distinct names among {', '.join(TECHNIQUES)}"
+                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    timings = Timings()
+    smoke = is_smoke(params)
+    with timings.stage("inputs"):
+        variants = {t: replace(params, technique=t, masks=params.masks if TECHNIQUES[t].uses_reference else "")
+                    for t in techniques}
+        plans = {t: plan(v) for t, v in variants.items()}
+    widest = next((t for t in techniques if plans[t].source is not None), techniques[0])
+    base, controlnet, root = _model_paths(plans[widest].base_role, smoke)
+    memory = _memory_plan(smoke)
+    runtime.reset_peak_memory()
+    with timings.stage("poses"):
+        inputs = prepare_inputs(variants[widest], plans[widest], progress)
+    with timings.stage("load"):
+        pipe = load_pipeline(base, controlnet, memory)
+    videos, described = {}, {}
+    with timings.stage("generate"):
+        for done, name in enumerate(techniques):
+            p = plans[name]
+            own = replace(inputs, masks=inputs.masks if TECHNIQUES[name].uses_reference else None)
+            videos[name] = _generate(pipe, variants[name], p, own, p.options, progress).frames
+            described[name] = p.options.describe()
+            if progress is not None:
+                progress("techniques", done + 1, len(techniques))
+    clips = [("poses", inputs.poses)] + [(TECHNIQUES[t].label, videos[t]) for t in techniques]
+    grid = comparison_grid(clips, columns=columns, tile=tile)
+    sheet = contact_sheet(clips)
+    change = {t: round(frame_to_frame_change(v), 3) for t, v in videos.items()}
+    p = plans[widest]
+    meta = _meta(params, p, inputs, memory, base, root)
+    meta["comparison"] = {"techniques": techniques, "options": described, "frame_to_frame_change": change,
+                          "layout": f"{columns} tiles per row: poses, then " + ", ".join(techniques)}
+    effective = replace(_effective(params, p), output_dir=str(output_folder(NAME, params)))
+    result = finish(f"{NAME}_comparison", effective, grid, p.fps, meta=meta, timings=timings)
+    return Comparison(techniques=techniques, videos=videos, poses=inputs.poses, grid=grid, sheet=sheet,
+                      change=change, result=result)
