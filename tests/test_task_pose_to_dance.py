@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from helpers import media, pose
-from helpers.errors import InputError
+from helpers.errors import InputError, MissingWeightsError
 from helpers.pipelines import controlnext_svd
 from helpers.pose.video import read_frames
 from helpers.tasks import base
@@ -303,6 +303,38 @@ def test_smoke_v1_with_a_pose_video_uses_its_frames_and_no_dwpose(tmp_path, monk
     assert meta["method"] == "ControlNeXt-SVD v1" and meta["control"]["mode"] == "pose video as given"
     assert meta["generation"]["added_time_ids"] == [6, 40, 0.02] and meta["generation"]["decode_chunk"] == 2
     assert not any(w["pack"] == "dwpose" for w in meta["weights"])
+
+
+def test_missing_weights_are_reported_before_pose_detection(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("poses were detected although the video model is missing")
+
+    monkeypatch.setattr(pose.DWPoseRunner, "from_weights", classmethod(refuse))
+    with pytest.raises(MissingWeightsError, match="controlnext_svd_v2/unet.*00_setup"):
+        task.run(task.Params())
+
+
+def test_real_path_reads_the_drive(tmp_path):
+    """Not SMOKE: packs found under the Drive root, keypoints cached beside the video, outputs on the Drive."""
+    import shutil
+
+    from helpers.testing.controlnext import write_tiny_controlnext_packs
+    from helpers.testing.pose import write_tiny_dwpose_pack
+
+    drive = tmp_path / "hv_root"
+    write_tiny_dwpose_pack(drive)
+    write_tiny_controlnext_packs(drive, "v2")
+    video = shutil.copy(task.DEFAULT_VIDEO, tmp_path / "my dance.mp4")
+    params = task.Params(driving_video=str(video), resolution="custom", width=64, height=128, frames=5,
+                         sample_stride=3, window=4, overlap=2, steps=1, fps=10.0)
+    result = task.run(params)
+    assert result.frames.shape == (5, 128, 64, 3) and result.fps == 10.0
+    assert result.video_path.parent == drive / "outputs" / "pose_to_dance"
+    assert (tmp_path / "my dance.mp4.dwpose.npz").is_file()
+    meta = json.loads(result.sidecar_path.read_text())
+    assert meta["smoke"] is False and "requested_params" not in meta and meta["params"]["frames"] == 5
+    assert meta["control"]["driving_frame_indices"] == [0, 3, 6, 9]
+    assert not (tmp_path / "smoke").exists()
 
 
 # -- form and command line ------------------------------------------------------------------------------------------

@@ -424,8 +424,11 @@ class InputPreview:
                  f"{self.windows} window(s) x {p.steps} steps = {self.windows * p.steps} UNet calls"]
         align = self.inputs.alignment
         if align is not None:
-            lines.append(f"alignment: x' = {align.ax:.3f}·x + {align.bx:+.3f}, y' = {align.ay:.3f}·y + "
-                         f"{align.by:+.3f} (fitted on {len(align.fit_frames)} of {len(p.driving_indices)} frames)")
+            def line(scale: float, offset: float, axis: str) -> str:
+                return f"{axis}' = {scale:.3f}·{axis} {'+' if offset >= 0 else '-'} {abs(offset):.3f}"
+
+            lines.append(f"alignment: {line(align.ax, align.bx, 'x')}, {line(align.ay, align.by, 'y')} (normalised "
+                         f"coordinates; fitted on {len(align.fit_frames)} of {len(p.driving_indices)} frames)")
         return "\n".join(lines)
 
     def show(self) -> None:
