@@ -1,0 +1,755 @@
+"""ID-preserving video (ID-Animator on AnimateDiff v2): a face photo + a prompt → a 16-frame video of that person.
+
+Data flow: insightface finds the face (5 keypoints) → the face is aligned to the ArcFace template and cropped
+(112 → 224 px) → CLIP ViT-H/14 features → a Resampler turns them into 16 face tokens → the face tokens join the 77
+text tokens in every spatial cross-attention of the SD1.5 UNet (decoupled face attention + a rank-128 LoRA), while
+AnimateDiff's motion modules make the frames move together → DDIM, 30 steps, guidance 8 → the VAE decodes every frame.
+Two faces mix into one identity (their tokens are averaged); a sketch or a sketch sequence steers the layout through
+AnimateDiff's SparseCtrl scribble ControlNet.
+
+>>> from helpers.tasks import id_preserving_video as task
+>>> params = task.Params(face_image="me.jpg", prompt="a woman reading a book in a cafe")
+>>> task.preview_inputs(params).show()        # the aligned face crop(s), before spending GPU time
+>>> result = task.run(params)                  # mp4 + face | video preview + JSON sidecar under <Drive root>/outputs
+>>> result.show()
+
+``PRESETS`` are the original repository's examples (its inference script and its demo page), fetched from GitHub on
+first use with :func:`helpers.tasks.pose_to_dance.fetch_example`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from helpers.errors import InputError, MissingWeightsError
+from helpers.tasks.base import (
+    Progress,
+    Result,
+    TaskParams,
+    Timings,
+    cached,
+    check_multiple,
+    check_params,
+    check_prompt,
+    finish,
+    is_smoke,
+    param,
+    smoke_root,
+)
+
+NAME = "id_preserving_video"
+
+DIAGRAM = Path(__file__).resolve().parents[2] / "assets" / "diagrams" / "id_animator.svg"
+MAX_FRAMES = 32  # the motion modules' positional table
+OUTPUT_FPS = 9.0  # the original writes its videos at 9 fps
+SPACE_PROMPT_SUFFIX = " 8k uhd, high quality, medium shot"  # what the original's demo app appends to every prompt
+SPACE_NEGATIVE_SUFFIX = " long shots, full body"
+SKETCH_GRIDS = ["2x2", "1x2", "1x3", "1x4", "2x3", "3x3", "4x4"]
+
+# SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
+SMOKE_SIZE, SMOKE_FRAMES, SMOKE_STEPS = 64, 4, 2
+
+# The original repository's example inputs, at the commit its published code comes from.
+EXAMPLES = "https://raw.githubusercontent.com/ID-Animator/ID-Animator/0170eed6893a22db628f2d54255e9ddeb9043aa3"
+DEMO, REF = f"{EXAMPLES}/ID-Animator/demo", f"{EXAMPLES}/__assets__/ref"
+
+# infer.py, the published run: Realistic Vision V6.0 B1, face scale 0.8, seed 4993.
+DEFAULT_FACE = f"{DEMO}/lecun.png"
+DEFAULT_PROMPT = "Iron Man soars through the clouds, his repulsors blazing"
+NEGATIVE_PROMPT = (
+    "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, worst "
+    "quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, poorly "
+    "drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad anatomy, bad proportions, extra "
+    "limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, missing legs, extra arms, extra "
+    "legs, fused fingers, too many fingers, long neck")
+NEGATIVE_PROMPT_EYES = (
+    "(deformed iris, deformed pupils, semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime), text, "
+    "cropped, out of frame, worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra "
+    "fingers, mutated hands, poorly drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad "
+    "anatomy, bad proportions, extra limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, "
+    "missing legs, extra arms, extra legs, fused fingers, too many fingers, long neck, UnrealisticDream")
+NEGATIVE_PROMPT_SHORT = "worst quality, low quality, jpeg artifacts, ugly, duplicate, blurry, long neck"
+
+
+@dataclass
+class Params(TaskParams):
+    seed: int = field(default=4993, metadata=param(
+        "Random seed: the same seed and settings give the same video (4993 = the original's published run)",
+        min=0, max=2**31 - 1))
+    face_image: str = field(default=DEFAULT_FACE, metadata=param(
+        "Photo of the person: the face clearly visible, roughly frontal (path, URL or upload)", widget="file"))
+    already_cropped: bool = field(default=False, metadata=param(
+        "The photo is already a tight face crop: skip face detection and alignment (no insightface needed)"))
+    prompt: str = field(default=DEFAULT_PROMPT, metadata=param(
+        "What the person does and where; CLIP reads the first 77 tokens", widget="textarea"))
+    negative_prompt: str = field(default=NEGATIVE_PROMPT, metadata=param(
+        "What to avoid (the original's; like every CLIP prompt, only its first 77 tokens count)",
+        widget="textarea"))
+    base_model: str = field(default="community", metadata=param(
+        "Image model under the motion module: community = Realistic Vision V6.0 B1 (the original's), sd15 = plain "
+        "Stable Diffusion 1.5, file = an SD1.5 single-file checkpoint of your own (base model file)",
+        choices=["community", "sd15", "file"]))
+    base_model_file: str = field(default="", metadata=param(
+        "SD1.5 checkpoint (.safetensors or .ckpt) used when base model is 'file'", widget="file"))
+    face_scale: float = field(default=0.8, metadata=param(
+        "Weight of the face attention: higher keeps the identity closer, lower follows the prompt more (0.8 published; "
+        "0 = plain AnimateDiff)", min=0.0, max=1.0, step=0.05))
+    steps: int = field(default=30, metadata=param("DDIM denoising steps (30 published)", min=1, max=100))
+    guidance_scale: float = field(default=8.0, metadata=param(
+        "Classifier-free guidance: how strongly the prompt and face steer the video (8 published)",
+        min=0.0, max=15.0, step=0.5))
+    frames: int = field(default=16, metadata=param(
+        f"Frames to generate (16 published; the motion module takes at most {MAX_FRAMES})", min=2, max=MAX_FRAMES))
+    fps: float = field(default=OUTPUT_FPS, metadata=param(
+        "Frames per second of the result (the original writes 9)", min=1.0, max=30.0, step=1.0))
+    output_format: str = field(default="mp4", metadata=param(
+        "mp4 (always written), or mp4 plus a GIF like the original's outputs", choices=["mp4", "gif"]))
+    second_face_image: str = field(default="", metadata=param(
+        "A second person's photo: the video shows a mix of both identities (empty: one person)", widget="file",
+        group="Identity mixing"))
+    mix_weight: float = field(default=0.5, metadata=param(
+        "Share of the second face in the mix (0.5 = plain average of the two, as the original)", min=0.0, max=1.0,
+        step=0.05, group="Identity mixing"))
+    identity_mixing: str = field(default="mean", metadata=param(
+        "mean = average the 16 face tokens of both faces (ID-Animator); concat = give the model all 32 tokens",
+        choices=["mean", "concat"], group="Identity mixing"))
+    sketch_mode: str = field(default="off", metadata=param(
+        "Steer the layout with a sketch (SparseCtrl scribble): one sketch for one frame, or a sequence of sketches "
+        "laid out in a grid image", choices=["off", "one sketch", "sequence"], group="Sketch control"))
+    sketch_image: str = field(default="", metadata=param(
+        "The sketch (white lines on black, or black on white), or a grid of sketches for a sequence", widget="file",
+        group="Sketch control"))
+    sketch_grid: str = field(default="2x2", metadata=param(
+        "Layout of a sketch sequence in its image: rows x columns, read left to right, top to bottom",
+        choices=SKETCH_GRIDS, group="Sketch control"))
+    sketch_frames: str = field(default="", metadata=param(
+        "Frames the sketches stand for, e.g. 0, 5, 10, 15 (empty: frame 0 for one sketch, spread evenly for a "
+        "sequence)", widget="text", group="Sketch control"))
+    sketch_scale: float = field(default=1.0, metadata=param(
+        "How strongly the sketches steer the video (1 = SparseCtrl's default)", min=0.0, max=2.0, step=0.05,
+        group="Sketch control"))
+    width: int = field(default=512, metadata=param(
+        "Width in pixels (512 published; a multiple of 64)", min=256, max=1024, step=64, group="Advanced"))
+    height: int = field(default=512, metadata=param(
+        "Height in pixels (512 published; a multiple of 64)", min=256, max=1024, step=64, group="Advanced"))
+    space_suffixes: bool = field(default=False, metadata=param(
+        "Append the original demo app's prompt endings ('8k uhd, high quality, medium shot' / 'long shots, full "
+        "body'), as its examples were made", group="Advanced"))
+    face_select: str = field(default="largest", metadata=param(
+        "Which face to use when the photo shows several: the largest, or the one the detector is surest of "
+        "(what the original does)", choices=["largest", "best_score"], group="Advanced"))
+    per_frame_groupnorm: bool = field(default=True, metadata=param(
+        "Motion modules normalise each frame on its own, as original AnimateDiff (off: diffusers' pooled statistics)",
+        group="Advanced"))
+
+
+# ------------------------------------------------------------------------------------------------------- presets
+# The original's examples: its inference script (infer.py) and the examples of its demo app (app.py, which appends the
+# Space suffixes). The README's sketch demos publish no prompt, so those two prompts are ours.
+PRESETS: dict[str, dict] = {
+    "community model · Iron Man (infer.py, the published run)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="community",
+        face_scale=0.8, seed=4993, space_suffixes=False),
+    "plain SD1.5 base · Iron Man (compare with the community model)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="sd15",
+        face_scale=0.8, seed=4993, space_suffixes=False),
+    "recontextualization · reading by the window (demo app)": dict(
+        face_image=f"{DEMO}/ann.png",
+        prompt="A young girl with a passion for reading, curled up with a book in a cozy nook near a window",
+        negative_prompt=NEGATIVE_PROMPT + ",", face_scale=1.0, seed=8290, space_suffixes=True),
+    "recontextualization · beach at sunset (demo app)": dict(
+        face_image=f"{DEMO}/zendaya.png",
+        prompt="A woman on a serene beach at sunset, the sky ablaze with hues of orange and purple.",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=1.0, seed=5992, space_suffixes=True),
+    "recontextualization · chef (demo app)": dict(
+        face_image=f"{DEMO}/qianlong.png",
+        prompt="A chef in a white apron, complete with a toqueblanche, garnishing a gourmet dish",
+        negative_prompt=NEGATIVE_PROMPT_EYES, face_scale=0.8, seed=1844, space_suffixes=True),
+    "recontextualization · pink and purple hair (demo app)": dict(
+        face_image=f"{DEMO}/augustus.png", prompt="A man with dyed pink and purple hair, styledin a high ponytail",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.7, seed=870, space_suffixes=True),
+    "community model · Iron Man (demo app)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT_SHORT, face_scale=0.7,
+        seed=4993, space_suffixes=True),
+    "identity mixing · two faces, guitarist (demo app)": dict(
+        face_image=f"{DEMO}/lecun.png", second_face_image=f"{DEMO}/ann.png", mix_weight=0.5, identity_mixing="mean",
+        prompt="A musician playing a guitar, fingers deftly moving across the strings, producing a soulful melody",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.9, seed=1897, space_suffixes=True),
+    "sketch image · README demo": dict(
+        face_image=f"{REF}/fbb.png", sketch_mode="one sketch", sketch_image=f"{REF}/sketch.png", sketch_frames="0",
+        prompt="a woman with her hair tied up, wearing a necklace, smiling at the camera",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
+    "sketch sequence · README demo": dict(
+        face_image=f"{REF}/fbb.png", sketch_mode="sequence", sketch_image=f"{REF}/sketch_sequence.png",
+        sketch_grid="2x2", sketch_frames="", prompt="a person playing an acoustic guitar by the sea, clouds in the sky",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------- inputs
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://", "file://"))
+
+
+def _synthetic_input(url: str, kind: str) -> Path:
+    """SMOKE stand-in for an example URL: a synthetic face photo, sketch or sketch grid drawn once (never a download)."""
+    from helpers import media
+    from helpers.testing.id_animator import synthetic_face_photo, synthetic_sketch
+
+    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
+    path = smoke_root() / "inputs" / "synthetic" / f"{kind}-{digest}.png"
+    if not path.is_file():
+        seed = int(digest[:6], 16) % 1000
+        if kind == "face":
+            image = synthetic_face_photo(seed=seed)
+        elif kind == "sketch":
+            image = np.asarray(synthetic_sketch(128, 128, phase=seed / 100.0))
+        else:  # a 2x2 grid, like the original's sketch sequence
+            tiles = [np.asarray(synthetic_sketch(64, 64, phase=k * 0.8)) for k in range(4)]
+            image = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
+        media.write_image(path, image)
+    return path
+
+
+def _local_image(value: str, what: str, smoke: bool, sources: dict, kind: str = "face") -> Path:
+    """A local image file for ``value`` (path or URL; URLs are downloaded once, or drawn in SMOKE mode)."""
+    from helpers import media
+
+    value = (value or "").strip()
+    if _is_url(value):
+        if smoke:
+            sources[what] = f"{value} (SMOKE: replaced by a synthetic image)"
+            return _synthetic_input(value, kind)
+        from helpers.tasks.pose_to_dance import fetch_example
+
+        sources[what] = value
+        return fetch_example(value)
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path} — check the path or upload the file again")
+    if path.suffix.lower() in media.VIDEO_SUFFIXES - {".gif"}:
+        raise InputError(f"{path.name} is a video: the {what} must be a picture (PNG or JPEG)")
+    return path
+
+
+def parse_frame_indices(text: str) -> list[int]:
+    """``"0, 5, 10"`` → ``[0, 5, 10]``; ``InputError`` for anything that is not whole numbers."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"sketch frames must be whole numbers separated by commas, e.g. 0, 5, 10, 15 "
+                         f"(got {text!r})") from None
+
+
+def split_grid(image: np.ndarray, grid: str) -> list[np.ndarray]:
+    """The tiles of a ``rows x columns`` grid image, left to right, top to bottom."""
+    rows, cols = (int(n) for n in grid.split("x"))
+    height, width = image.shape[:2]
+    if height // rows < 8 or width // cols < 8:
+        raise InputError(f"the sketch image ({width}x{height}) is too small for a {grid} grid: check the grid setting")
+    return [image[r * height // rows:(r + 1) * height // rows, c * width // cols:(c + 1) * width // cols]
+            for r in range(rows) for c in range(cols)]
+
+
+def prepare_sketch(tile: np.ndarray, width: int, height: int) -> tuple[np.ndarray, bool]:
+    """A sketch as SparseCtrl's scribble model expects it (white lines on black) at the video size.
+
+    Drawings on a light background are inverted; returns (sketch, whether it was inverted)."""
+    from helpers import media
+
+    grey = tile.astype(np.float32).mean(axis=-1)
+    inverted = bool(np.median(grey) > 127)
+    if inverted:
+        tile = 255 - tile
+    return media.center_crop_resize(tile, (width, height)), inverted
+
+
+def spread_indices(count: int, frames: int) -> list[int]:
+    """``count`` frame indices spread evenly from the first to the last frame."""
+    if count == 1:
+        return [0]
+    return [round(i * (frames - 1) / (count - 1)) for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------------------ face crops
+
+
+def face_detector(smoke: bool):
+    """The detector used on photos: insightface's SCRFD (pack ``insightface``), or a stand-in in SMOKE mode."""
+    if smoke:
+        from helpers.testing.id_animator import FakeFaceDetector
+
+        return FakeFaceDetector()
+    from helpers import face
+
+    return face.default_detector()
+
+
+@dataclass
+class FaceInput:
+    """One reference face: the file, the 224x224 crop the model sees, the detection and what was noticed."""
+
+    path: Path
+    prepared: object  # helpers.face.PreparedFace
+    notes: list[str]
+
+
+_FACES: dict[tuple, FaceInput] = {}  # prepared faces, so a preview followed by Generate detects nothing twice
+
+
+def prepare_face_input(path: Path, *, already_cropped: bool, select: str, smoke: bool) -> FaceInput:
+    """Detect, choose and align the face in ``path`` (cached); ``FaceError`` (an ``InputError``) when unusable."""
+    from helpers import face, media
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, already_cropped, select, smoke)
+    if key not in _FACES:
+        media.read_image(path)  # unreadable, corrupt or tiny images fail here, before the detector starts
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            detector = None if already_cropped else face_detector(smoke)
+            prepared = face.prepare_face(path, detector=detector, already_cropped=already_cropped, select=select)
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if len(_FACES) > 8:
+            _FACES.clear()
+        _FACES[key] = FaceInput(path, prepared, notes)
+    return _FACES[key]
+
+
+# ---------------------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """What a run will do, worked out from Params before any video model loads."""
+
+    faces: list[FaceInput]
+    reference_weights: list[float] | None
+    prompt: str  # as sent to the model (with the demo app's endings when asked for)
+    negative_prompt: str
+    base_model: str | Path  # "community", "sd15" or a checkpoint file
+    width: int
+    height: int
+    frames: int
+    steps: int
+    sketches: list[np.ndarray]  # (H, W, 3) uint8 white-on-black, one per index
+    sketch_indices: list[int]
+    sketch_inverted: bool
+    sources: dict
+    notes: list[str]
+
+    @property
+    def sketch(self) -> bool:
+        return bool(self.sketches)
+
+
+def _check_numbers(params: Params) -> None:
+    if params.frames > MAX_FRAMES:
+        raise InputError(f"frames is {params.frames}: AnimateDiff's motion module handles at most {MAX_FRAMES} "
+                         f"frames; choose {MAX_FRAMES} or fewer (16 is the original's)")
+    check_params(params)
+    check_multiple("width", params.width, 8)
+    check_multiple("height", params.height, 8)
+
+
+def _base_model(params: Params) -> str | Path:
+    from helpers.pipelines.id_animator import resolve_base_model
+
+    if params.base_model != "file":
+        return params.base_model
+    if not params.base_model_file.strip():
+        raise InputError("base model is 'file' but no base model file is given: choose an SD1.5 .safetensors "
+                         "checkpoint, or set base model to community")
+    return resolve_base_model(params.base_model_file.strip())
+
+
+def _sketches(params: Params, frames: int, smoke: bool, sources: dict) -> tuple[list[np.ndarray], list[int], bool]:
+    """The sketches (at the video size) and the frames they stand for, checked against ``frames``."""
+    from helpers import media
+    from helpers.pipelines.id_animator import validate_sketches
+
+    if params.sketch_mode == "off":
+        return [], [], False
+    if not params.sketch_image.strip():
+        raise InputError(f"sketch mode is '{params.sketch_mode}' but no sketch image is given: upload a sketch, or "
+                         "set sketch mode to off")
+    kind = "sketch" if params.sketch_mode == "one sketch" else "sketch-grid"
+    path = _local_image(params.sketch_image, "sketch image", smoke, sources, kind)
+    image = media.read_image(path)
+    tiles = [image] if params.sketch_mode == "one sketch" else split_grid(image, params.sketch_grid)
+    indices = parse_frame_indices(params.sketch_frames) if params.sketch_frames.strip() else \
+        spread_indices(len(tiles), frames)
+    validate_sketches(len(tiles), indices, frames)
+    prepared = [prepare_sketch(tile, params.width, params.height) for tile in tiles]
+    return [s for s, _ in prepared], indices, any(inv for _, inv in prepared)
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def _tokenizer(smoke: bool):
+    """The SD1.5 CLIP tokenizer from the weights (None when the sd15 pack is not there yet)."""
+    from transformers import CLIPTokenizer
+
+    from helpers import weights
+
+    try:
+        folder = str(weights.resolve("sd15", "base", _weights_root(smoke)))
+    except MissingWeightsError:
+        return None
+    if folder not in _TOKENIZERS:
+        _TOKENIZERS[folder] = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    return _TOKENIZERS[folder]
+
+
+def _check_prompt_length(prompt: str, what: str, smoke: bool) -> list[str]:
+    """Warn (and return the warning) when CLIP will cut the prompt at 77 tokens."""
+    from helpers.pipelines.id_animator import warn_if_prompt_truncated
+
+    tokenizer = _tokenizer(smoke)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_prompt_truncated(tokenizer, prompt, what)
+    for w in caught:
+        warnings.warn(str(w.message), UserWarning, stacklevel=4)
+    return [str(w.message) for w in caught]
+
+
+def plan(params: Params) -> Plan:
+    """Check every setting and input (face detection included); raise ``InputError`` on the first problem.
+
+    Loads no video model. Warnings (several faces, a prompt longer than CLIP reads) are shown and kept in
+    ``Plan.notes`` for the sidecar."""
+    from helpers.pipelines.id_animator import validate_generation_args
+
+    smoke = is_smoke(params)
+    _check_numbers(params)
+    prompt = check_prompt(params.prompt)
+    negative = (params.negative_prompt or "").strip()
+    if params.space_suffixes:
+        prompt, negative = prompt + SPACE_PROMPT_SUFFIX, negative + SPACE_NEGATIVE_SUFFIX
+    if not (params.face_image or "").strip():
+        raise InputError("no face photo given: upload a photo of the person (or type its path or URL)")
+    base_model = _base_model(params)
+
+    sources: dict[str, str] = {}
+    paths = [_local_image(params.face_image, "face image", smoke, sources)]
+    if params.second_face_image.strip():
+        paths.append(_local_image(params.second_face_image, "second face image", smoke, sources))
+    reference_weights = None
+    if len(paths) == 2 and not math.isclose(params.mix_weight, 0.5):
+        if params.identity_mixing != "mean":
+            raise InputError("mix weight only applies to identity mixing 'mean': set it back to 0.5, or choose mean")
+        reference_weights = [1.0 - params.mix_weight, params.mix_weight]
+    validate_generation_args(
+        prompt=prompt, num_frames=params.frames, height=params.height, width=params.width,
+        num_inference_steps=params.steps, guidance_scale=params.guidance_scale, face_scale=params.face_scale,
+        num_references=len(paths), reference_weights=reference_weights, identity_mixing=params.identity_mixing)
+    sketches, indices, inverted = _sketches(params, params.frames, smoke, sources)
+    faces = [prepare_face_input(p, already_cropped=params.already_cropped, select=params.face_select, smoke=smoke)
+             for p in paths]
+    notes = [n for f in faces for n in f.notes]
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    # Only the prompt: the original's own negative prompts run past 77 tokens and were always cut.
+    notes += _check_prompt_length(prompt, "prompt", smoke)
+
+    width, height, frames, steps = params.width, params.height, params.frames, params.steps
+    if smoke:
+        width = height = SMOKE_SIZE
+        frames, steps = min(frames, SMOKE_FRAMES), min(steps, SMOKE_STEPS)
+        sketches = [prepare_sketch(s, width, height)[0] for s in sketches]
+        if indices:  # the same moments of the shorter video
+            scaled = [round(i * (frames - 1) / max(params.frames - 1, 1)) for i in indices]
+            if len(set(scaled)) != len(scaled):  # more sketches than SMOKE frames: keep the first ones
+                count = min(len(indices), frames)
+                scaled, sketches = spread_indices(count, frames), sketches[:count]
+            indices = scaled
+    return Plan(faces=faces, reference_weights=reference_weights, prompt=prompt, negative_prompt=negative,
+                base_model=base_model, width=width, height=height, frames=frames, steps=steps, sketches=sketches,
+                sketch_indices=indices, sketch_inverted=inverted, sources=sources, notes=notes)
+
+
+def validate(params: Params) -> None:
+    """Raise ``InputError`` (one line, what to do) for any bad setting or input; loads no video model."""
+    plan(params)
+
+
+# ------------------------------------------------------------------------------------------------------- preview
+
+
+def _marked_photo(face_input: FaceInput) -> np.ndarray:
+    """The photo with the chosen face's box and 5 keypoints drawn on it."""
+    import cv2
+
+    from helpers import media
+
+    photo = media.read_image(face_input.path).copy()
+    detected = face_input.prepared.face
+    if detected is not None:
+        thickness = max(2, round(max(photo.shape[:2]) / 200))
+        x1, y1, x2, y2 = (int(round(v)) for v in detected.box)
+        cv2.rectangle(photo, (x1, y1), (x2, y2), (40, 220, 90), thickness)
+        for x, y in np.asarray(detected.keypoints).reshape(-1, 2):
+            cv2.circle(photo, (int(round(x)), int(round(y))), thickness + 1, (255, 60, 60), -1)
+    return photo
+
+
+def _control_strip(p: Plan) -> np.ndarray:
+    """What the video is conditioned on, for the preview beside it: the face crop(s), and the sketch of each frame."""
+    from helpers import media
+
+    crops = [np.asarray(f.prepared.image) for f in p.faces]
+    column = np.concatenate(crops, axis=0) if len(crops) > 1 else crops[0]
+    if not p.sketch:
+        return column
+    sketch_video = np.zeros((p.frames, p.height, p.width, 3), np.uint8)
+    for index, sketch in zip(p.sketch_indices, p.sketches):
+        sketch_video[index] = sketch
+    return media.side_by_side(column, sketch_video)
+
+
+@dataclass
+class InputPreview:
+    """What a run will use, shown before any GPU time is spent: see :meth:`show`."""
+
+    plan: Plan
+    photos: list[np.ndarray]  # each photo with the chosen face marked (the photo itself for a face crop)
+    crops: list[np.ndarray]  # the 224x224 faces the image encoder sees
+
+    def summary(self) -> str:
+        p = self.plan
+        lines = [f"{p.frames} frames at {p.width}x{p.height}, {p.steps} steps; base model: {p.base_model}"]
+        for f in p.faces:
+            detected = f.prepared.face
+            how = "taken as a face crop" if detected is None else \
+                f"face {detected.size:.0f} px across, detector score {detected.score:.2f}"
+            lines.append(f"{f.path.name}: {how}")
+        if len(p.faces) == 2:
+            weights = p.reference_weights or [0.5, 0.5]
+            lines.append(f"identity mix: {weights[0]:.2f} first face + {weights[1]:.2f} second face")
+        if p.sketch:
+            lines.append(f"{len(p.sketches)} sketch(es) at frame(s) {', '.join(map(str, p.sketch_indices))}"
+                         + (" (inverted: the drawing had a light background)" if p.sketch_inverted else ""))
+        lines += [f"note: {n}" for n in p.notes]
+        return "\n".join(lines)
+
+    def show(self) -> None:
+        from helpers import media
+
+        for photo, crop, f in zip(self.photos, self.crops, self.plan.faces):
+            media.show_image(media.side_by_side(photo, crop)[0], title=f"{f.path.name} | aligned face the model sees")
+        if self.plan.sketch:
+            tiles = [media.side_by_side(s)[0] for s in self.plan.sketches]
+            media.show_image(media.side_by_side(*tiles, height=160)[0],
+                             title="sketches at frames " + ", ".join(map(str, self.plan.sketch_indices)))
+        print(self.summary())
+
+
+def preview_inputs(params: Params) -> InputPreview:
+    """Check the inputs, detect and align the face(s) (cached) and return them for display."""
+    p = plan(params)
+    return InputPreview(plan=p, photos=[_marked_photo(f) for f in p.faces],
+                        crops=[np.asarray(f.prepared.image) for f in p.faces])
+
+
+# ------------------------------------------------------------------------------------------------------------ run
+
+
+def _weights_root(smoke: bool) -> Path | None:
+    if not smoke:
+        return None
+    root = smoke_root()
+    _ensure_smoke_packs(root, sketch=False)
+    return root
+
+
+def _ensure_smoke_packs(root: Path, *, sketch: bool) -> None:
+    """Write the tiny random-weight packs into the SMOKE root once (the animator file is written last)."""
+    from helpers.testing import id_animator as tiny
+
+    models = root / "models"
+    if not (models / "id_animator" / "animator" / "animator.ckpt").is_file():
+        tiny.write_tiny_id_animator_packs(root, sketch=False)
+    controlnet = models / "sparsectrl_scribble" / "controlnet"
+    if sketch and not (controlnet / "config.json").is_file():
+        tiny.write_tiny_sparsectrl(controlnet)
+
+
+def _required_roles(base_model, sketch: bool) -> list[tuple[str, str]]:
+    roles = [("sd15", "base"), ("animatediff_v2", "motion_adapter"), ("id_animator", "animator"),
+             ("id_animator", "image_encoder")]
+    if base_model == "community":
+        roles.append(("id_animator", "community_model"))
+    if sketch:
+        roles.append(("sparsectrl_scribble", "controlnet"))
+    return roles
+
+
+def _memory_plan(smoke: bool):
+    import torch
+
+    from helpers import runtime
+
+    chosen = runtime.memory_plan()
+    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
+        return runtime.plan_for(None)  # a rehearsed GPU tier on a CPU machine: SMOKE runs on the CPU
+    return chosen
+
+
+def _load(base_model, sketch: bool, root: Path | None, memory):
+    """Load the pipeline and place it as the memory plan says (offload is enabled after the face adapter loads)."""
+    from helpers.pipelines.id_animator import load_id_animator_pipeline
+
+    offload = memory.offload if memory.device == "cuda" else "none"
+    pipe = load_id_animator_pipeline(base_model=base_model, dtype=memory.dtype,
+                                     device="cpu" if offload != "none" else memory.device, sketch=sketch, root=root)
+    if offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    if memory.ff_chunk:
+        pipe.unet.enable_forward_chunking(chunk_size=memory.ff_chunk, dim=1)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _base_provenance(base_model) -> dict:
+    path = Path(base_model)
+    stat = path.stat()
+    return {"pack": None, "role": "base_model", "source": f"file chosen by the user: {path}",
+            "size_bytes": stat.st_size}
+
+
+def run(params: Params, *, progress: Progress | None = None) -> Result:
+    """Generate the video; the returned ``Result`` also holds ``face_crops`` (the 224x224 faces used).
+
+    Order: check everything (``InputError``; face detection included) → find the weights (``MissingWeightsError``)
+    → the video model (loaded once, kept between runs) → steps → mp4 (+ GIF) + face | video preview + sidecar.
+    """
+    import torch
+
+    from helpers import runtime, weights
+    from helpers.pipelines.id_animator import install_face_token_mixer, set_motion_groupnorm
+
+    timings = Timings()
+    smoke = is_smoke(params)
+    with timings.stage("inputs"):
+        p = plan(params)
+        if progress is not None:
+            progress("faces", len(p.faces), len(p.faces))
+    root = _weights_root(smoke)
+    if smoke:
+        _ensure_smoke_packs(root, sketch=p.sketch)
+    base_model = p.base_model
+    if smoke and params.base_model == "file":  # the tiny single-file model stands in for the user's checkpoint
+        base_model = weights.resolve("id_animator", "community_model", root)
+    roles = _required_roles(params.base_model, p.sketch)
+    for pack, role in roles:  # missing weights fail here, before anything loads
+        weights.resolve(pack, role, root)
+    memory = _memory_plan(smoke)
+    runtime.reset_peak_memory()
+
+    with timings.stage("load"):
+        if progress is not None:
+            progress("load", 0, 1)
+        identity = str(base_model) if params.base_model != "file" else \
+            f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
+        key = f"{NAME}:{root}:{identity}:sketch={p.sketch}:{memory.tier}:{memory.dtype_name}:{memory.device}"
+        pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
+        if progress is not None:
+            progress("load", 1, 1)
+    install_face_token_mixer(pipe.unet, params.identity_mixing)
+    for model in (pipe.unet, getattr(pipe, "controlnet", None)):
+        if model is not None:
+            set_motion_groupnorm(model, per_frame=params.per_frame_groupnorm)
+
+    def on_step(_pipe, step, _t, _tensors):
+        if progress is not None:
+            progress("denoise", step + 1, p.steps)
+        return {}
+
+    device = "cuda" if memory.device == "cuda" and torch.cuda.is_available() else "cpu"
+    args = dict(face_scale=params.face_scale, reference_weights=p.reference_weights, num_frames=p.frames,
+                height=p.height, width=p.width, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
+                generator=torch.Generator(device).manual_seed(params.seed), output_type="np",
+                callback_on_step_end=on_step)
+    if p.sketch:
+        import PIL.Image
+
+        args.update(sketches=[PIL.Image.fromarray(s) for s in p.sketches], sketch_frame_indices=p.sketch_indices,
+                    sketch_scale=params.sketch_scale)
+    else:
+        args["decode_chunk_size"] = memory.vae_decode_chunk
+    faces = [f.prepared.image for f in p.faces]
+    with timings.stage("generate"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tokens long; CLIP reads only")  # already said by plan()
+        frames = pipe(faces, p.prompt, p.negative_prompt, **args).frames[0]
+
+    effective = params
+    if smoke:
+        effective = replace(params, width=p.width, height=p.height, frames=p.frames, steps=p.steps,
+                            sketch_frames=", ".join(map(str, p.sketch_indices)) if p.sketch else params.sketch_frames)
+    provenance = [weights.provenance(pack, role, root) for pack, role in roles]
+    if params.base_model == "file":
+        provenance.append(_base_provenance(base_model))
+    if not params.already_cropped and not smoke:
+        provenance.append(weights.provenance("insightface", "detector"))
+    meta = {
+        "method": "ID-Animator (AnimateDiff v2 + face adapter)" + (" + SparseCtrl scribble" if p.sketch else ""),
+        "weights": provenance,
+        "memory_plan": memory.as_dict(),
+        "inputs": {
+            "faces": [{"file": str(f.path),
+                       "mode": "face crop as given" if f.prepared.face is None else "detected and aligned",
+                       "box": None if f.prepared.face is None else [round(v, 1) for v in f.prepared.face.box],
+                       "score": None if f.prepared.face is None else round(f.prepared.face.score, 4),
+                       "detector": None if f.prepared.face is None else ("stand-in (SMOKE)" if smoke else
+                                                                         "insightface SCRFD-10G")}
+                      for f in p.faces],
+            "downloaded_from": p.sources,
+            "sketch": None if not p.sketch else {"mode": params.sketch_mode, "file": params.sketch_image,
+                                                 "count": len(p.sketches), "frame_indices": p.sketch_indices,
+                                                 "inverted": p.sketch_inverted},
+        },
+        "generation": {"prompt": p.prompt, "negative_prompt": p.negative_prompt, "width": p.width,
+                       "height": p.height, "frames": p.frames, "steps": p.steps,
+                       "scheduler": "DDIM (linear betas 0.00085-0.012, leading spacing, eta 0)",
+                       "reference_weights": p.reference_weights or ([0.5, 0.5] if len(p.faces) == 2 else [1.0]),
+                       "identity_mixing": params.identity_mixing, "per_frame_groupnorm": params.per_frame_groupnorm,
+                       "generator_device": device,
+                       "decode_chunk": None if p.sketch else memory.vae_decode_chunk},
+        "warnings": p.notes,
+        "smoke": smoke,
+    }
+    if smoke:
+        meta["requested_params"] = params
+    with timings.stage("save"):
+        result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
+        if params.output_format == "gif":
+            _add_gif(result, params.fps)
+    if progress is not None:
+        progress("save", 1, 1)
+    result.face_crops = [f.prepared.image for f in p.faces]
+    return result
+
+
+def _add_gif(result: Result, fps: float) -> None:
+    """Write ``<stem>.gif`` beside the mp4 and record it in the sidecar."""
+    import json
+
+    from helpers import media
+
+    gif = media.write_gif(result.video_path.with_suffix(".gif"), result.frames, fps)
+    result.metadata["outputs"] = {"gif": str(gif)}
+    result.sidecar_path.write_text(json.dumps(result.metadata, indent=2, ensure_ascii=False))
+    result.gif_path = gif
