@@ -132,7 +132,7 @@ def pose_frames_to_tensor(
             raise InputError(
                 f"pose frame {index} must be a {height}×{width} RGB uint8 image, got {array.shape} {array.dtype}"
             )
-        out[index] = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+        out[index] = torch.tensor(array).permute(2, 0, 1).float() / 255.0  # copies: PIL arrays are read-only
     return out
 
 
@@ -278,11 +278,12 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         image_embeddings = image_embeddings.to(dtype)
         time_ids = torch.tensor([list(added_time_ids)], dtype=dtype, device=device).repeat(2 if guided else 1, 1)
 
-        # 2. Schedule and initial noise.
+        # 2. Schedule and initial noise. The latents stay float32 between steps (they are small); the models run in
+        # their own dtype.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         if latents is None:
             latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        latents = latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
         counts = torch.tensor(frame_counts(windows, num_frames), device=device, dtype=torch.float32)
         counts = counts[None, :, None, None, None]
         slot_guidance = torch.linspace(
@@ -304,7 +305,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
 
                 model_input = latents[:, frames]
                 model_input = torch.cat([model_input, model_input]) if guided else model_input
-                model_input = self.scheduler.scale_model_input(model_input, t)
+                model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
                 model_input = torch.cat([model_input, image_latents[:, frames]], dim=2)
                 with inject_control(self.unet, version, features.to(dtype), scale):
                     noise_pred = self.unet(
@@ -322,8 +323,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
                 if progress is not None:
                     progress("denoise", done, total)
 
-            noise_pred = (prediction_sum / counts).to(dtype)
-            latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+            latents = self.scheduler.step(prediction_sum / counts, t, latents).prev_sample
             if callback_on_step_end is not None:
                 returned = callback_on_step_end(self, step_index, t, {"latents": latents}) or {}
                 latents = returned.get("latents", latents)
