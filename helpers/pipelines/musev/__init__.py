@@ -34,7 +34,8 @@ Video UNet (variants ``"musev"``, ``"musev_referencenet"``, ``"musev_referencene
     ).sample                             # (B, 4, T, h, w): noise prediction for every frame, condition frames included
 
     unet.is_referencenet_variant          # True when the model fuses ReferenceNet features and has IP-Adapter layers
-    unet.set_temporal_attention_chunk_size(16384)   # optional: bounds the temporal attention batch (B*h*w sequences)
+    unet.set_temporal_attention_chunk_size(4096)    # temporal attention on at most 4096 per-pixel sequences at once
+                                                    # (default 16384; None = all at once)
 
 ReferenceNet (run once at t = 0 on the reference latent, IP tokens as context)::
 

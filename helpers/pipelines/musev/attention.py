@@ -169,6 +169,7 @@ def fuse_reference_features(
             f"ReferenceNet feature {tuple(refer_emb.shape)} does not fit hidden states {tuple(hidden_states.shape)} "
             f"with {num_frames} frames"
         )
+    refer_emb = refer_emb.to(hidden_states.dtype)
     refer_tokens = refer_emb.flatten(2).transpose(1, 2).repeat_interleave(num_frames, dim=0)
     own_tokens = hidden_states.flatten(2).transpose(1, 2)
     # The stock processor takes the 4-D input as queries, adds the residual and restores the 4-D shape.

@@ -38,6 +38,8 @@ from .attention import FrameIndex, fuse_reference_features, reference_fusion_att
 from .unet_blocks import DOWN_BLOCKS, UP_BLOCKS, BlockSpec, UNetMidBlock3DCrossAttn, VideoContext
 from .unet_temporal import MuseVTemporalConvLayer, MuseVTemporalTransformer
 
+DEFAULT_TEMPORAL_CHUNK_SIZE = 16384
+
 
 @dataclass
 class MuseVUNetOutput(BaseOutput):
@@ -102,7 +104,9 @@ class MuseVUNet3DConditionModel(ModelMixin, ConfigMixin):
             downsample_padding=downsample_padding,
             mid_block_scale_factor=mid_block_scale_factor,
         )
-        self.temporal_attention_chunk_size: int | None = None
+        # Temporal attention runs on B*h*w short sequences; some CUDA attention kernels put the batch on a grid axis
+        # limited to 65535, so large frames are processed in chunks (identical results, independent sequences).
+        self.temporal_attention_chunk_size: int | None = DEFAULT_TEMPORAL_CHUNK_SIZE
 
         self.conv_in = nn.Conv2d(in_channels, channels0, kernel_size=3, padding=1)
         self.time_proj = Timesteps(channels0, flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -184,8 +188,9 @@ class MuseVUNet3DConditionModel(ModelMixin, ConfigMixin):
             timesteps = timesteps.to(torch.float32)
         return timesteps.reshape(-1).expand(batch) if timesteps.numel() == 1 else timesteps.reshape(batch)
 
-    def _time_embedding(self, timestep, batch: int, num_frames: int, condition_index: torch.Tensor | None, dtype):
-        emb = self.time_embedding(self.time_proj(self._timestep_rows(timestep, batch, self.device)).to(dtype))
+    def _time_embedding(self, timestep, batch: int, num_frames: int, condition_index: torch.Tensor | None, dtype,
+                        device: torch.device) -> torch.Tensor:
+        emb = self.time_embedding(self.time_proj(self._timestep_rows(timestep, batch, device)).to(dtype))
         if self.config.use_anivv1_cfg:
             emb = F.silu(emb)  # the resnets of these models skip their own SiLU
         emb = emb.repeat_interleave(num_frames, dim=0)
@@ -196,8 +201,8 @@ class MuseVUNet3DConditionModel(ModelMixin, ConfigMixin):
             emb = (emb.view(batch, num_frames, -1) * keep[None, :, None]).view(batch * num_frames, -1)
         return emb
 
-    def _frame_embedding(self, batch: int, num_frames: int, motion_speed: float, dtype) -> torch.Tensor:
-        positions = torch.arange(num_frames, device=self.device)  # window-local; condition frame = 0
+    def _frame_embedding(self, batch: int, num_frames: int, motion_speed: float, dtype, device) -> torch.Tensor:
+        positions = torch.arange(num_frames, device=device)  # window-local; condition frame = 0
         if self.config.use_anivv1_cfg:
             positions = (positions * motion_speed).long()  # truncation, as in the original
         emb = self.frame_embedding(self.frame_proj(positions).to(dtype))
@@ -268,9 +273,9 @@ class MuseVUNet3DConditionModel(ModelMixin, ConfigMixin):
         zero_index = condition_index if zero_condition_timestep_embedding else None
         ctx = VideoContext(
             num_frames=num_frames,
-            temb=self._time_embedding(timestep, batch, num_frames, zero_index, dtype),
-            frame_embedding=None if skip_temporal_layers else self._frame_embedding(batch, num_frames, motion_speed,
-                                                                                    dtype),
+            temb=self._time_embedding(timestep, batch, num_frames, zero_index, dtype, sample.device),
+            frame_embedding=None if skip_temporal_layers
+            else self._frame_embedding(batch, num_frames, motion_speed, dtype, sample.device),
             text=encoder_hidden_states.to(dtype).repeat_interleave(num_frames, dim=0),
             attention_kwargs={
                 "num_frames": num_frames,
