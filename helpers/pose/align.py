@@ -153,7 +153,7 @@ def crop_reference_image(image: np.ndarray, height: int, width: int) -> np.ndarr
     import torch  # imported here: the rest of the pose front-end does not need torch
     import torch.nn.functional as F
 
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
     resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=False)
     resized = resized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
     top, left = round((size[0] - height) / 2), round((size[1] - width) / 2)  # Python round: halves to even

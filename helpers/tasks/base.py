@@ -201,6 +201,7 @@ class Result:
 
     frames: np.ndarray
     fps: float
+    control: np.ndarray | None = None  # what conditioned the video (poses, face crop...), shown beside it
     video_path: Path | None = None
     preview_path: Path | None = None
     sidecar_path: Path | None = None
@@ -304,5 +305,6 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     }
     sidecar_path = folder / f"{stem}.json"
     sidecar_path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
-    return Result(frames=frames, fps=fps, video_path=video_path, preview_path=preview_path,
+    return Result(frames=frames, fps=fps, control=None if control is None else media.as_uint8_video(
+        control if np.asarray(control).ndim == 4 else np.asarray(control)[None]), video_path=video_path, preview_path=preview_path,
                   sidecar_path=sidecar_path, metadata=metadata)
