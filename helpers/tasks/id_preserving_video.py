@@ -308,12 +308,11 @@ _FACES: dict[tuple, FaceInput] = {}  # prepared faces, so a preview followed by 
 
 def prepare_face_input(path: Path, *, already_cropped: bool, select: str, smoke: bool) -> FaceInput:
     """Detect, choose and align the face in ``path`` (cached); ``FaceError`` (an ``InputError``) when unusable."""
-    from helpers import face, media
+    from helpers import face
 
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, already_cropped, select, smoke)
     if key not in _FACES:
-        media.read_image(path)  # unreadable, corrupt or tiny images fail here, before the detector starts
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             detector = None if already_cropped else face_detector(smoke)
@@ -429,6 +428,7 @@ def plan(params: Params) -> Plan:
 
     Loads no video model. Warnings (several faces, a prompt longer than CLIP reads) are shown and kept in
     ``Plan.notes`` for the sidecar."""
+    from helpers import media
     from helpers.pipelines.id_animator import validate_generation_args
 
     smoke = is_smoke(params)
@@ -445,6 +445,8 @@ def plan(params: Params) -> Plan:
     paths = [_local_image(params.face_image, "face image", smoke, sources)]
     if params.second_face_image.strip():
         paths.append(_local_image(params.second_face_image, "second face image", smoke, sources))
+    for path in paths:  # unreadable, corrupt or tiny pictures fail here, before any face detection
+        media.read_image(path)
     reference_weights = None
     if len(paths) == 2 and not math.isclose(params.mix_weight, 0.5):
         if params.identity_mixing != "mean":
@@ -733,10 +735,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     }
     if smoke:
         meta["requested_params"] = params
-    with timings.stage("save"):
-        result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
-        if params.output_format == "gif":
-            _add_gif(result, params.fps)
+    result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
+    if params.output_format == "gif":
+        _add_gif(result, params.fps)
     if progress is not None:
         progress("save", 1, 1)
     result.face_crops = [f.prepared.image for f in p.faces]
