@@ -153,6 +153,8 @@ def test_numbered_frames_download_once_into_their_own_folder(tmp_path):
     folder = task.fetch_input(url, tmp_path / "inputs")
 
     assert sorted(p.name for p in folder.iterdir()) == ["pose_0000.png", "pose_0001.png", "pose_0002.png"]
+    single = task.fetch_input(published.as_uri() + "/pose_0001.png", tmp_path / "inputs")
+    assert single.is_file() and single.read_bytes() == (published / "pose_0001.png").read_bytes()
     for p in published.iterdir():
         p.unlink()
     assert task.fetch_input(url, tmp_path / "inputs") == folder  # already there: no download needed

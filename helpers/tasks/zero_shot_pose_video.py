@@ -51,7 +51,6 @@ NAME = "zero_shot_pose_video"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets" / "pose"
-DIAGRAMS = REPO_ROOT / "assets" / "diagrams"
 DEFAULT_VIDEO = str(ASSETS / "dancer.mp4")
 DEFAULT_FOLDER_FPS = 10.0  # frame folders carry no fps: the original wrote its videos at 10 fps
 SIZE_MULTIPLE = 64
@@ -267,22 +266,16 @@ def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 
     parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
     if not parts:
         raise InputError(f"{url} does not name a file: give the address of a video or of numbered frames")
-    base = Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples"
     urls = expand_url_range(url)
-    if len(urls) == 1 and urls[0] == url:
-        base.mkdir(parents=True, exist_ok=True)
-        target = base / re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-2:]))
-        if not (target.is_file() and target.stat().st_size > 0):
-            _download(url, target, timeout)
-        return target
     digest = hashlib.sha256(url.encode()).hexdigest()[:8]
-    target_folder = base / re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-3:-1]) + f"-{digest}")
+    target_folder = (Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples") / \
+        re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-3:-1]) + f"-{digest}")
     target_folder.mkdir(parents=True, exist_ok=True)
-    for one in urls:
-        target = target_folder / Path(urllib.parse.urlsplit(one).path).name
+    targets = [target_folder / Path(urllib.parse.urlsplit(one).path).name for one in urls]
+    for one, target in zip(urls, targets):
         if not (target.is_file() and target.stat().st_size > 0):
             _download(one, target, timeout)
-    return target_folder
+    return target_folder if _RANGE.search(url) else targets[0]
 
 
 def _is_url(value: str) -> bool:
@@ -378,7 +371,6 @@ class Plan:
     fps: float
     options: object  # ConsistencyOptions
     base_role: str
-    available: int  # frames the driving video gives at this stride
     notes: dict  # where inputs came from (URLs), SMOKE substitutions
 
     @property
@@ -386,13 +378,14 @@ class Plan:
         return self.width, self.height
 
 
-def _check_count(path: Path, what: str, frames: int, stride: int) -> tuple[int, float | None]:
+def _check_count(path: Path, what: str, frames: int, stride: int) -> float | None:
+    """Refuse asking for more frames than ``path`` gives at this stride; returns its fps (None for folders)."""
     count, fps = _count_frames(path, what)
     available = math.ceil(count / stride)
     if frames > available:
         raise InputError(f"{frames} frames asked for, but the {what} ({path.name}, {count} frames) gives {available} "
                          f"at sample stride {stride}: ask for at most {available} frames or lower the stride")
-    return available, fps
+    return fps
 
 
 def plan(params: Params) -> Plan:
@@ -416,7 +409,7 @@ def plan(params: Params) -> Plan:
     driving = _local_input(params.driving_video, "driving video", smoke, notes)
     if driving is None:
         raise InputError("no driving video: give a video, a folder of frames or a URL")
-    available, video_fps = _check_count(driving, "driving video", params.frames, params.sample_stride)
+    video_fps = _check_count(driving, "driving video", params.frames, params.sample_stride)
 
     source = None
     if technique.needs_source:
@@ -449,8 +442,7 @@ def plan(params: Params) -> Plan:
     fps = float(params.fps) if params.fps > 0 else (
         round(video_fps / params.sample_stride, 3) if video_fps else DEFAULT_FOLDER_FPS)
     return Plan(driving=driving, source=source, masks=masks, width=width, height=height, frames=frames, steps=steps,
-                copy_steps=copy_steps, fps=fps, options=options, base_role=BASE_ROLES[params.base_model],
-                available=available, notes=notes)
+                copy_steps=copy_steps, fps=fps, options=options, base_role=BASE_ROLES[params.base_model], notes=notes)
 
 
 def validate(params: Params) -> None:
@@ -478,20 +470,6 @@ def _weights_root(smoke: bool) -> Path | None:
     return smoke_root() if smoke else None
 
 
-class _CountingDetector:
-    """Wraps a detector to report ``progress("pose detection", done, total)``."""
-
-    def __init__(self, detect, total: int, progress: Progress | None):
-        self.detect, self.total, self.progress, self.done = detect, total, progress, 0
-
-    def __call__(self, image):
-        pose = self.detect(image)
-        self.done += 1
-        if self.progress is not None:
-            self.progress("pose detection", self.done, self.total)
-        return pose
-
-
 def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress | None):
     from helpers import weights
     from helpers.pipelines.zero_shot_pose import poses_from_video
@@ -510,8 +488,17 @@ def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress |
     else:
         runner = openpose_body_detector()
         provenance = [weights.provenance(OPENPOSE_PACK, OPENPOSE_ROLE)]
+    done = []
+
+    def detect(image):  # the detector, reporting progress("pose detection", done, total)
+        pose = runner(image)
+        done.append(1)
+        if progress is not None:
+            progress("pose detection", len(done), len(frames))
+        return pose
+
     try:
-        found = poses_from_video(frames, detect=_CountingDetector(runner, len(frames), progress))
+        found = poses_from_video(frames, detect=detect)
     finally:  # free the detector (ONNX sessions on the GPU) before the image model loads
         if hasattr(runner, "close"):
             runner.close()
@@ -731,15 +718,10 @@ def comparison_grid(clips: Sequence[tuple[str, np.ndarray]], *, columns: int = 3
     tile_height = max(2, round(tile * height / width))
     tiles = [np.concatenate([np.broadcast_to(_text_band(label, tile), (frames, 22, tile, 3)),
                              media.resize(video, (tile, tile_height))], axis=1) for label, video in clips]
-    blank = np.full_like(tiles[0], 255)
-    rows = []
-    for start in range(0, len(tiles), columns):
-        row = tiles[start:start + columns]
-        row += [blank] * (columns - len(row))
-        spaced = [part for t in row for part in (t, np.full((frames, t.shape[1], gap, 3), 255, np.uint8))][:-1]
-        rows.append(np.concatenate(spaced, axis=2))
-    spaced_rows = [part for r in rows for part in (r, np.full((frames, gap, r.shape[2], 3), 255, np.uint8))][:-1]
-    return np.concatenate(spaced_rows, axis=1)
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)  # fill the last row
+    rows = [media.side_by_side(*tiles[i:i + columns], gap=gap) for i in range(0, len(tiles), columns)]
+    spacer = np.full((frames, gap, rows[0].shape[2], 3), 255, np.uint8)
+    return np.concatenate([part for row in rows for part in (spacer, row)][1:], axis=1)
 
 
 def contact_sheet(clips: Sequence[tuple[str, np.ndarray]], *, max_columns: int = 8, thumb: int = 96,
