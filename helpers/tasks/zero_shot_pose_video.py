@@ -480,9 +480,11 @@ def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress |
         from helpers.pose import DWPoseRunner
 
         if smoke:
+            from helpers.pose.dwpose import DETECTOR_FILE, DETECTOR_ROLE, WEIGHTS_PACK
             from helpers.testing.pose import write_tiny_dwpose_pack
 
-            write_tiny_dwpose_pack(root)
+            if not (root / "models" / WEIGHTS_PACK / DETECTOR_ROLE / DETECTOR_FILE).is_file():
+                write_tiny_dwpose_pack(root)
         runner = DWPoseRunner.from_weights(root=root)
         provenance = [weights.provenance("dwpose", role, root) for role in ("detector", "pose_model")]
     else:
