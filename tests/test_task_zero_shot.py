@@ -144,6 +144,8 @@ def test_smoke_mode_never_downloads_and_says_what_it_used():
     assert "SMOKE" in plan.notes["driving video"] and "SMOKE" in plan.notes["masks"]
     assert (plan.width, plan.height, plan.frames, plan.steps) == (64, 64, 4, 3)
     assert plan.copy_steps == 3 and plan.fps == 10.0
+    openpose = task.preview_inputs(smoke_params(detector="openpose"))  # no tiny OpenPose: DWPose stands in
+    assert "SMOKE" in openpose.plan.notes["detector"] and openpose.inputs.poses.shape == (4, 64, 64, 3)
 
 
 def test_numbered_frames_download_once_into_their_own_folder(tmp_path):

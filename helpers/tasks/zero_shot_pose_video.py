@@ -406,6 +406,8 @@ def plan(params: Params) -> Plan:
                          "raise guidance_scale or clear the negative prompt")
 
     notes: dict = {}
+    if smoke and params.detector == "openpose":
+        notes["detector"] = "SMOKE mode: the tiny DWPose model stands in for OpenPose (there is no tiny OpenPose)"
     driving = _local_input(params.driving_video, "driving video", smoke, notes)
     if driving is None:
         raise InputError("no driving video: give a video, a folder of frames or a URL")
@@ -532,7 +534,7 @@ def prepare_inputs(params: Params, p: Plan | None = None, progress: Progress | N
     if params.detector == "none":
         found, provenance = prepare_pose_frames(driving), []
     else:
-        found, provenance = _detect(driving, params.detector, smoke, progress)
+        found, provenance = _detect(driving, "dwpose" if smoke else params.detector, smoke, progress)
     source = masks = None
     if p.source is not None:
         source = driving if p.source == p.driving else media.center_crop_resize(
