@@ -13,6 +13,7 @@ from golden import golden_params, load_config
 from safetensors.torch import save_file
 
 from helpers.errors import StrictLoadError
+from helpers.pipelines.musev.attention import use_original_layer_norm_eps
 from helpers.pipelines.musev.ip_adapter import build_image_projection, convert_image_projection_state_dict
 from helpers.pipelines.musev.loading import (
     REFERENCENET_SD15_CONFIG,
@@ -302,9 +303,10 @@ def test_folding_temporal_weights_keeps_the_output(variant):
 
 
 def test_first_frame_mode_equals_the_stock_sd_unet():
-    """Temporal layers skipped, T = 1, no ReferenceNet/IP: per frame, exactly stock ``UNet2DConditionModel``."""
+    """Temporal layers skipped, T = 1, no ReferenceNet/IP: per frame, stock ``UNet2DConditionModel`` (given the
+    original's LayerNorm eps)."""
     model = _tiny_unet("musev")
-    stock = UNet2DConditionModel(**spatial_unet_config(model.config)).eval()
+    stock = use_original_layer_norm_eps(UNet2DConditionModel(**spatial_unet_config(model.config)).eval())
     wanted = set(stock.state_dict())
     stock.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
     inputs = _inputs(model, frames=1)

@@ -120,7 +120,7 @@ def _unet_kwargs(golden: Golden, call: dict) -> dict:
     kwargs: dict = {"zero_condition_timestep_embedding": False}
     for name, value in call.items():
         if name in ("sample", "timestep", "encoder_hidden_states"):
-            kwargs[name] = golden.ref(value)
+            kwargs[name] = golden.ref(value) if isinstance(value, str) else value
         elif name == "vision_conditon_frames_sample_index":
             kwargs["condition_frame_index"] = None if value is None else golden.ref(value)
         elif name == "sample_index":

@@ -22,10 +22,30 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
 FrameIndex = Sequence[int] | torch.Tensor
+
+# The original transformer block subclass hands its constructor arguments positionally to a parent whose signature
+# has ``norm_eps`` where the subclass passes ``final_dropout=False``: its ``norm1`` and ``norm3`` LayerNorms get
+# eps 0, while ``norm2`` is re-created with the default 1e-5. The released weights were trained that way.
+ORIGINAL_NORM1_NORM3_EPS = 0.0
+
+
+def use_original_layer_norm_eps(module: nn.Module) -> nn.Module:
+    """Give every stock ``BasicTransformerBlock`` inside ``module`` the original's LayerNorm eps (see above).
+
+    >>> block = BasicTransformerBlock(32, 8, 4, cross_attention_dim=32)
+    >>> use_original_layer_norm_eps(block).norm1.eps, block.norm2.eps, block.norm3.eps
+    (0.0, 1e-05, 0.0)
+    """
+    for block in module.modules():
+        if isinstance(block, BasicTransformerBlock):
+            block.norm1.eps = ORIGINAL_NORM1_NORM3_EPS
+            block.norm3.eps = ORIGINAL_NORM1_NORM3_EPS
+    return module
 
 
 def _attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.utils import BaseOutput
 
+from .attention import use_original_layer_norm_eps
+
 logger = logging.getLogger(__name__)
 
 
@@ -40,7 +42,8 @@ class MuseVReferenceNet(UNet2DConditionModel):
     """Stock ``UNet2DConditionModel`` without its decoder; ``forward`` returns the encoder features.
 
     Constructed with the same keyword arguments as ``UNet2DConditionModel`` (see ``from_musev_config`` for the
-    original ``config.json``); ``up_blocks``, ``conv_norm_out``, ``conv_act`` and ``conv_out`` are removed.
+    original ``config.json``); ``up_blocks``, ``conv_norm_out``, ``conv_act`` and ``conv_out`` are removed. The one
+    numerical difference from stock: the transformer blocks' ``norm1``/``norm3`` use the original's eps 0.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -50,6 +53,7 @@ class MuseVReferenceNet(UNet2DConditionModel):
         self.conv_norm_out = None
         self.conv_act = None
         self.conv_out = None
+        use_original_layer_norm_eps(self)  # norm1/norm3 eps 0, as in the original's transformer blocks
 
     @classmethod
     def from_musev_config(cls, config: dict[str, Any]) -> MuseVReferenceNet:

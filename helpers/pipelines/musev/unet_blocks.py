@@ -12,7 +12,8 @@ Every block works on frames flattened into the batch, ``(B*T, C, h, w)``, and re
   temp_attentions[j])``, then ``upsamplers[0]``.
 
 The spatial transformers are SD1.5 ``Transformer2DModel`` (8 heads, 1x1-conv ``proj_in``/``proj_out``) with MuseV's
-reference-only ``attn1`` and, in the referencenet variants, IP-Adapter ``attn2``. ``refer_emb_attns`` exist only in
+reference-only ``attn1`` and, in the referencenet variants, IP-Adapter ``attn2``; their ``norm1``/``norm3`` use the
+original's eps 0 (``attention.use_original_layer_norm_eps``). ``refer_emb_attns`` exist only in
 the down blocks of the referencenet variants (``with_reference_fusion=True``).
 
 The original's AdaIN towards the condition frame after each temporal layer (``need_adain_temporal_cond``) returns
@@ -38,6 +39,7 @@ from .attention import (
     add_ip_adapter_projections,
     fuse_reference_features,
     reference_fusion_attention,
+    use_original_layer_norm_eps,
 )
 from .unet_temporal import MuseVTemporalConvLayer, MuseVTemporalTransformer
 
@@ -95,6 +97,7 @@ def _spatial_transformer(spec: BlockSpec, channels: int) -> Transformer2DModel:
         norm_num_groups=spec.norm_num_groups,
         use_linear_projection=False,
     )
+    use_original_layer_norm_eps(transformer)
     block = transformer.transformer_blocks[0]
     block.attn1.set_processor(ReferenceOnlySelfAttnProcessor(enabled=spec.reference_only_attention))
     block.attn2.set_processor(IPAdapterCrossAttnProcessor())

@@ -16,6 +16,8 @@ from diffusers.models.resnet import TemporalConvLayer
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from torch import nn
 
+from .attention import use_original_layer_norm_eps
+
 # The original initialises every temporal_weight to this value before training.
 TEMPORAL_WEIGHT_INIT = 1e-5
 
@@ -50,6 +52,7 @@ class MuseVTemporalConvLayer(TemporalConvLayer):
 class MuseVTemporalTransformer(TransformerTemporalModel):
     """Stock ``TransformerTemporalModel`` (one block, two self-attentions over time, GEGLU) with frame embeddings.
 
+    Its block's ``norm1``/``norm3`` use the original's eps 0 (``attention.use_original_layer_norm_eps``).
     After ``norm`` -> ``proj_in`` on the per-pixel sequences ``(B*h*w, T, C)`` it adds
     ``frame_emb_proj(SiLU(frame_embedding))``; the output is ``x + |temporal_weight| * proj_out(...)``. Heads: 8 of
     ``C/8`` (SD convention). Extra keys over stock: ``frame_emb_proj.{weight,bias}``, ``temporal_weight`` ``[1]``.
@@ -72,6 +75,7 @@ class MuseVTemporalTransformer(TransformerTemporalModel):
         )
         self.frame_emb_proj = nn.Linear(frame_embedding_dim, channels)
         self.temporal_weight = nn.Parameter(torch.full((1,), TEMPORAL_WEIGHT_INIT))
+        use_original_layer_norm_eps(self)
 
     def forward(  # type: ignore[override]  (own inputs: frame embeddings, no text)
         self,
