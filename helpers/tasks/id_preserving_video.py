@@ -20,8 +20,10 @@ first use with :func:`helpers.tasks.pose_to_dance.fetch_example`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -415,7 +417,7 @@ def _check_prompt_length(prompt: str, what: str, smoke: bool) -> list[str]:
     from helpers.pipelines.id_animator import warn_if_prompt_truncated
 
     tokenizer = _tokenizer(smoke)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _quiet_libraries():
         warnings.simplefilter("always")
         warn_if_prompt_truncated(tokenizer, prompt, what)
     for w in caught:
@@ -575,16 +577,47 @@ def _weights_root(smoke: bool) -> Path | None:
     return root
 
 
+class _DropChatter(logging.Filter):
+    """Library log lines that tell the user nothing: an empty 'keep in float32' list, the tokenizer's over-length
+    notice (the task says it in its own words)."""
+
+    NOISE = ("should be kept in float32: []", "Token indices sequence length is longer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in self.NOISE)
+
+
+@contextmanager
+def _quiet_libraries():
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in ("diffusers.models.modeling_utils",
+                                                    "transformers.tokenization_utils_base")]
+    chatter = _DropChatter()
+    for logger in loggers:
+        logger.addFilter(chatter)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" while SMOKE packs are written
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(chatter)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _ensure_smoke_packs(root: Path, *, sketch: bool) -> None:
     """Write the tiny random-weight packs into the SMOKE root once (the animator file is written last)."""
     from helpers.testing import id_animator as tiny
 
     models = root / "models"
-    if not (models / "id_animator" / "animator" / "animator.ckpt").is_file():
-        tiny.write_tiny_id_animator_packs(root, sketch=False)
     controlnet = models / "sparsectrl_scribble" / "controlnet"
-    if sketch and not (controlnet / "config.json").is_file():
-        tiny.write_tiny_sparsectrl(controlnet)
+    with _quiet_libraries():
+        if not (models / "id_animator" / "animator" / "animator.ckpt").is_file():
+            tiny.write_tiny_id_animator_packs(root, sketch=False)
+        if sketch and not (controlnet / "config.json").is_file():
+            tiny.write_tiny_sparsectrl(controlnet)
 
 
 def _required_roles(base_model, sketch: bool) -> list[tuple[str, str]]:
@@ -667,7 +700,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         identity = str(base_model) if params.base_model != "file" else \
             f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
         key = f"{NAME}:{root}:{identity}:sketch={p.sketch}:{memory.tier}:{memory.dtype_name}:{memory.device}"
-        pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
+        with _quiet_libraries():
+            pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
         if progress is not None:
             progress("load", 1, 1)
     install_face_token_mixer(pipe.unet, params.identity_mixing)
@@ -693,7 +727,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     else:
         args["decode_chunk_size"] = memory.vae_decode_chunk
     faces = [f.prepared.image for f in p.faces]
-    with timings.stage("generate"), warnings.catch_warnings():
+    with timings.stage("generate"), warnings.catch_warnings(), _quiet_libraries():
         warnings.filterwarnings("ignore", message=".*tokens long; CLIP reads only")  # already said by plan()
         frames = pipe(faces, p.prompt, p.negative_prompt, **args).frames[0]
 
