@@ -314,6 +314,27 @@ def test_smoke_sketch_sequence_with_a_gif():
     assert result.frames.shape == (4, 64, 64, 3)
 
 
+def test_t4_knobs_and_an_own_base_model_file(tmp_path, monkeypatch):
+    """Feed-forward chunking and one-frame VAE decoding (the T4 plan's knobs, rehearsed on the CPU) change nothing but
+    memory; a base model file of one's own runs (SMOKE: the tiny single-file model stands in for it)."""
+    from helpers import runtime
+
+    reference = task.run(task.Params(smoke=True, seed=6))
+    rehearsal = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="t4-rehearsal", gpu_name="CPU",
+                                   gpu_total_gb=0.0, offload="model", vae_decode_chunk=1, ff_chunk=1)
+    monkeypatch.setattr(task, "_memory_plan", lambda smoke: rehearsal)
+    own = tmp_path / "my_model.safetensors"
+    own.write_bytes(b"\x00" * 128)
+    result = task.run(task.Params(smoke=True, seed=6, base_model="file", base_model_file=str(own)))
+    np.testing.assert_allclose(result.frames.astype(int), reference.frames.astype(int), atol=2)
+    meta = json.loads(result.sidecar_path.read_text())
+    assert meta["memory_plan"]["ff_chunk"] == 1 and meta["generation"]["decode_chunk"] == 1
+    roles = {(w["pack"], w["role"]): w for w in meta["weights"]}
+    assert ("id_animator", "community_model") not in roles
+    assert roles[(None, "base_model")]["source"].startswith(f"file chosen by the user: {own}")
+    assert roles[(None, "base_model")]["size_bytes"] == 128
+
+
 # -- the non-SMOKE path ---------------------------------------------------------------------------------------------
 def test_missing_weights_are_named_before_anything_loads(tmp_path, no_models):
     params = task.Params(face_image=_photo(tmp_path), already_cropped=True)

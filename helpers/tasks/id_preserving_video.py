@@ -658,11 +658,12 @@ def _load(base_model, sketch: bool, root: Path | None, memory):
     return pipe
 
 
-def _base_provenance(base_model) -> dict:
-    path = Path(base_model)
-    stat = path.stat()
-    return {"pack": None, "role": "base_model", "source": f"file chosen by the user: {path}",
-            "size_bytes": stat.st_size}
+def _base_provenance(path: Path, smoke: bool) -> dict:
+    """The user's own base model file, for the sidecar (hashing a 2 GB file is not worth the wait)."""
+    source = f"file chosen by the user: {path}"
+    if smoke:
+        source += " (SMOKE: the tiny community model ran instead)"
+    return {"pack": None, "role": "base_model", "source": source, "size_bytes": path.stat().st_size}
 
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
@@ -737,7 +738,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
                             sketch_frames=", ".join(map(str, p.sketch_indices)) if p.sketch else params.sketch_frames)
     provenance = [weights.provenance(pack, role, root) for pack, role in roles]
     if params.base_model == "file":
-        provenance.append(_base_provenance(base_model))
+        provenance.append(_base_provenance(Path(p.base_model), smoke))
     if not params.already_cropped and not smoke:
         provenance.append(weights.provenance("insightface", "detector"))
     meta = {
