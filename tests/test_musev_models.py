@@ -396,3 +396,14 @@ def test_reduced_precision_model_takes_float32_inputs(variant):
     if variant == "musev":
         # (random unnormalised fusion attentions make the referencenet variant too ill-conditioned to compare)
         assert (low.float() - reference).abs().max() <= 0.1 * reference.abs().max()
+
+
+def test_transformer_blocks_use_the_original_layer_norm_eps():
+    """norm1/norm3 eps 0 and norm2 eps 1e-5 in every transformer block (spatial, temporal, ReferenceNet)."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    unet = build_musev_unet_on_meta("musev")
+    blocks = [m for m in [*unet.modules(), *build_referencenet_on_meta().modules()]
+              if isinstance(m, BasicTransformerBlock)]
+    assert len(blocks) == 16 + 17 + 7  # spatial + temporal (incl. transformer_in) of the UNet, ReferenceNet encoder
+    assert {(b.norm1.eps, b.norm2.eps, b.norm3.eps) for b in blocks} == {(0.0, 1e-5, 0.0)}
