@@ -477,3 +477,87 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames[0].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+
+UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
+              "musev_referencenet_pose": "unet_referencenet_pose"}
+IMAGE_PROJ_ROLES = {"musev_referencenet": "ip_adapter_image_proj", "musev_referencenet_pose": "ip_adapter_image_proj_pose"}
+
+
+def load_musev_pipeline(variant: str = "musev", *, root=None, device=None, dtype: torch.dtype | None = None,
+                        offload: str = "none") -> MuseVPipeline:
+    """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
+
+    The video UNet gets the base model's (majicmixRealv6Fp16) spatial weights, as in the original; the VAE is
+    ``sd-vae-ft-mse`` (the base model's own VAE when that role is absent); the scheduler is Euler built from the base
+    model's scheduler config; the textual-inversion negatives are loaded when present. ``offload``: ``"none"``,
+    ``"model"`` or ``"sequential"`` (accelerate CPU offload, for small GPUs; see ``runtime.MemoryPlan``).
+
+    >>> pipe = load_musev_pipeline("musev_referencenet", offload=runtime.memory_plan().offload)
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    from helpers import weights
+    from helpers.errors import MissingWeightsError
+    from helpers.pipelines.musev.loading import (
+        default_device_and_dtype,
+        load_image_projection,
+        load_musev_unet,
+        load_referencenet,
+    )
+    from helpers.pipelines.musev.prompts import load_negative_embeddings
+
+    if variant not in UNET_ROLES:
+        raise InputError(f"unknown MuseV model {variant!r}: use one of {', '.join(UNET_ROLES)}")
+    if offload not in ("none", "model", "sequential"):
+        raise InputError(f"offload {offload!r}: use 'none', 'model' or 'sequential'")
+    device, dtype = default_device_and_dtype(device, dtype)
+    load_device = torch.device("cpu") if offload != "none" else device  # offload hooks move models on demand
+
+    def resolve(role: str):
+        return weights.resolve("musev", role, root)
+
+    base = resolve("base_model")
+    unet = load_musev_unet(resolve(UNET_ROLES[variant]), base_model=base, variant=variant, device=load_device,
+                           dtype=dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(str(base), subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(str(base), subfolder="text_encoder")
+    try:
+        vae = AutoencoderKL.from_pretrained(str(resolve("vae")), torch_dtype=dtype)
+    except MissingWeightsError:
+        logger.warning("sd-vae-ft-mse not found: using the base model's own VAE")
+        vae = AutoencoderKL.from_pretrained(str(base), subfolder="vae", torch_dtype=dtype)
+    scheduler = EulerDiscreteScheduler.from_config(EulerDiscreteScheduler.load_config(str(base), subfolder="scheduler"))
+    extras: dict = {}
+    if variant in IMAGE_PROJ_ROLES:
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(resolve("image_encoder")))
+        size = image_encoder.config.image_size
+        extras = dict(
+            referencenet=load_referencenet(resolve("referencenet"), device=load_device, dtype=dtype),
+            image_encoder=image_encoder.to(device=load_device, dtype=dtype).eval(),
+            # the original uses a default CLIPImageProcessor (shortest side 224, centre crop 224) = the model's size
+            feature_extractor=CLIPImageProcessor(size={"shortest_edge": size},
+                                                 crop_size={"height": size, "width": size}),
+            image_proj=load_image_projection(resolve(IMAGE_PROJ_ROLES[variant]), device=device, dtype=dtype),
+        )
+    pipe = MuseVPipeline(vae=vae.to(device=load_device, dtype=dtype).eval(),
+                         text_encoder=text_encoder.to(device=load_device, dtype=dtype).eval(),
+                         tokenizer=tokenizer, unet=unet, scheduler=scheduler, **extras)
+    for name in ("vae", "text_encoder", "unet", "referencenet", "image_encoder"):  # some loaders ignore dtype=
+        component = getattr(pipe, name, None)
+        if component is not None and component.dtype != dtype:
+            raise RuntimeError(f"{name} loaded as {component.dtype}, expected {dtype}")
+    try:
+        embeddings = resolve("negative_embeddings")
+    except MissingWeightsError:
+        embeddings = None
+    loaded = load_negative_embeddings(pipe, embeddings)
+    logger.info("MuseV %s on %s/%s; textual-inversion negatives: %s", variant, device, dtype, loaded or "none")
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    return pipe

@@ -161,7 +161,11 @@ def _encode_chunks(tokenizer, text_encoder, ids: list[int], weights: list[float]
     mean_before = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
     embeds = embeds * weight
     mean_after = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
-    return embeds * (mean_before / mean_after)[:, None, None]
+    ratio = mean_before / mean_after
+    if not torch.isfinite(ratio).all():  # embeddings averaging to zero (never a trained CLIP): keep them unscaled
+        logger.warning("prompt embeddings average to zero: the weights are applied without restoring the mean")
+        return embeds
+    return embeds * ratio[:, None, None]
 
 
 def encode_weighted_prompt_pair(
