@@ -229,11 +229,6 @@ def test_checks_run_without_a_pipeline():
         check_video_request(time_size=12, context_frames=8, context_overlap=8)
 
 
-def test_wrong_latents_shape_is_an_input_error(pipes, image):
-    with pytest.raises(InputError, match="latents must have shape"):
-        pipes["musev"]("lower", image, time_size=4, latents=torch.zeros(1, 4, 3, 8, 8), **SMALL)
-
-
 def test_loading_errors(tmp_path):
     with pytest.raises(InputError, match="unknown MuseV model"):
         load_musev_pipeline("musev_xl", root=tmp_path)
@@ -271,3 +266,14 @@ def test_condition_prior_and_its_switch():
     without = initial_video_noise(shape, condition, img_weight=0, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(with_prior, add_condition_prior(without, condition, 1e-3))
     torch.testing.assert_close(with_prior - (1 - 1e-3) ** 0.5 * without, torch.full(shape, 2.0 * 1e-3**0.5))
+
+
+def test_unreadable_reference_image_fails_before_any_model_runs(untouchable_pipe, image, tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        untouchable_pipe("a girl", image, refer_image=tmp_path / "missing.png", height=64, width=64)
+    with pytest.raises(InputError, match="latents must have shape"):
+        untouchable_pipe("a girl", image, height=64, width=64, time_size=4, latents=torch.zeros(1, 4, 3, 8, 8))
+    with pytest.raises(InputError, match="negative_prompt_embeds"):
+        untouchable_pipe(image=image, height=64, width=64, prompt_embeds=torch.zeros(1, 77, 32))
+    with pytest.raises(InputError, match="at least 2"):
+        untouchable_pipe("a girl", None, height=64, width=64, time_size=1)

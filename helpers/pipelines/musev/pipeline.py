@@ -342,15 +342,28 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             raise InputError(f"output_type {output_type!r}: use 'np', 'pt' or 'latent'")
         if prompt_embeds is None and (not isinstance(prompt, str) or not prompt.strip()):
             raise InputError("the prompt is empty: describe the video, e.g. 'a girl smiling, (eye blinks:1.8)'")
-        condition_image = _read_rgb(image)
+        # Every input is read and checked before a model runs.
+        condition_image, refer, ip_image = (_read_rgb(x) for x in (image, refer_image, ip_adapter_image))
         if condition_latents is not None:
-            size_hw = (condition_latents.shape[-2] * self.vae_scale_factor,
-                       condition_latents.shape[-1] * self.vae_scale_factor)
-            height, width = height or size_hw[0], width or size_hw[1]
+            height = height or condition_latents.shape[-2] * self.vae_scale_factor
+            width = width or condition_latents.shape[-1] * self.vae_scale_factor
         height, width = video_size(condition_image.shape[:2] if condition_image is not None else None,
                                    height, width, img_length_ratio)
-        if condition_latents is not None and condition_latents.shape[-2:] != self._latent_hw(height, width):
+        h, w = self._latent_hw(height, width)
+        if condition_latents is not None and tuple(condition_latents.shape[-2:]) != (h, w):
             raise InputError("condition_latents do not match the video size: pass matching height and width")
+        generate_first_frame = condition_latents is None and condition_image is None
+        # A generated first frame counts toward time_size, as in the original.
+        shot0_frames = time_size - 1 if generate_first_frame else time_size
+        if shot0_frames < 1:
+            raise InputError("time_size must be at least 2 when the first frame is generated (no image given)")
+        if latents is not None and tuple(latents.shape) != (1, 4, shot0_frames, h, w):
+            raise InputError(f"latents must have shape (1, 4, {shot0_frames}, {h}, {w})")
+        needs_negative = guidance_scale > 1.0 or (generate_first_frame and first_frame_guidance_scale > 1.0)
+        if prompt_embeds is not None and negative_prompt_embeds is None and needs_negative:
+            raise InputError("negative_prompt_embeds are needed with prompt_embeds when guidance_scale > 1")
+        condition_image, refer, ip_image = (None if x is None else _fit(x, height, width)
+                                            for x in (condition_image, refer, ip_image))
 
         do_cfg = guidance_scale > 1.0
         notes: list[str] = []
@@ -358,24 +371,13 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             prompt_embeds, encoded_negative, notes = self.encode_prompt(prompt, negative_prompt)
             negative_prompt_embeds = encoded_negative if negative_prompt_embeds is None else negative_prompt_embeds
 
-        def guidance_batch(scale: float) -> torch.Tensor:
-            if scale <= 1.0:
-                return prompt_embeds
-            if negative_prompt_embeds is None:
-                raise InputError("negative_prompt_embeds are needed with prompt_embeds when guidance_scale > 1")
-            return torch.cat([negative_prompt_embeds, prompt_embeds])  # unconditional row first, as the original
+        def guidance_batch(scale: float) -> torch.Tensor:  # unconditional row first, as the original
+            return torch.cat([negative_prompt_embeds, prompt_embeds]) if scale > 1.0 else prompt_embeds
 
         text = guidance_batch(guidance_scale)
-        h, w = self._latent_hw(height, width)
-        shot0_frames = time_size
-        if condition_image is not None:
-            condition_image = _fit(condition_image, height, width)
-        if condition_latents is None and condition_image is None:
-            # No condition image: like the original, generate the first frame with the same UNet (temporal layers
-            # off); it counts toward time_size and becomes the reference/IP image too.
-            shot0_frames = time_size - 1
-            if shot0_frames < 1:
-                raise InputError("time_size must be at least 2 when the first frame is generated (no image given)")
+        if generate_first_frame:
+            # Like the original: the same UNet with its temporal layers off makes the first frame, which then also
+            # serves as the reference and IP-Adapter image.
             noise = initial_video_noise((1, 4, 1, h, w), None, w_ind_noise=w_ind_noise, generator=generator,
                                         device=self._execution_device)
             condition_latents = self.denoise(
@@ -390,8 +392,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         reference, ip_tokens = None, None
         if self.uses_reference:
-            refer = _fit(_read_rgb(refer_image), height, width) if refer_image is not None else condition_image
-            ip_image = _fit(_read_rgb(ip_adapter_image), height, width) if ip_adapter_image is not None else refer
+            refer = condition_image if refer is None else refer
+            ip_image = refer if ip_image is None else ip_image
             if clip_image_embeds is None:
                 clip_image_embeds = self.clip_image_embeds(ip_image)
             ip_tokens = self.ip_tokens(clip_image_embeds, do_cfg)
@@ -410,8 +412,6 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         for shot, windows in enumerate(shot_windows):
             frames = shot0_frames if shot == 0 else time_size
             if shot == 0 and latents is not None:
-                if tuple(latents.shape) != (1, 4, frames, h, w):
-                    raise InputError(f"latents must have shape (1, 4, {frames}, {h}, {w})")
                 noise = latents.float().to(self._execution_device)
             else:
                 noise = initial_video_noise((1, 4, frames, h, w), condition_latents, w_ind_noise=w_ind_noise,
