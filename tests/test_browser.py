@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 from browser import notebooks
 from browser.lab import CHROMIUM_ARGS, LabServer, find_chromium
@@ -69,6 +70,10 @@ def lab_root(tmp_path_factory) -> Path:
     notebooks.parameterized_copy(toy, folder / f"{TOY}.ipynb", SMOKE=True)
     for source in notebooks.discover():
         notebooks.parameterized_copy(source, folder / source.name, SMOKE=True)
+    failing = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('meant to fail')")],
+                                       metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                "language": "python"}})
+    nbformat.write(failing, folder / "harness_failing_cell.ipynb")
     return base
 
 
@@ -170,6 +175,7 @@ def test_notebook_in_browser(name, page, lab, lab_root, tmp_path):
         assert not report.errors, f"{notebook}: cells failed in the browser: {report.errors}"
         assert finished, f"{notebook}: Run All did not finish"
         assert report.unexecuted == 0, f"{notebook}: {report.unexecuted} code cell(s) did not run"
+        assert not report.render_errors, f"{notebook}: outputs the page could not show: {report.render_errors}"
 
         if name == TOY or notebooks.is_task_notebook(Path(notebook)):
             form = jl.TaskFormView(page)
@@ -183,7 +189,8 @@ def test_notebook_in_browser(name, page, lab, lab_root, tmp_path):
             sidecar = jl.read_sidecar(form.generate())
             clock.lap("generate")
 
-            params = sidecar["params"]
+            # in SMOKE mode tasks shrink sizes and steps; what the form asked for is kept as requested_params
+            params = sidecar.get("requested_params") or sidecar["params"]
             for label, shown in ((slider, slider_value), (dropdown, dropdown_value)):
                 field = label.replace(" ", "_")
                 assert field in params, f"{notebook}: the form's {label!r} is not a parameter: {sorted(params)}"
@@ -198,6 +205,7 @@ def test_notebook_in_browser(name, page, lab, lab_root, tmp_path):
             assert form.error_line() is None
         report = jl.cell_report(page)
         assert not report.errors, f"{notebook}: cells failed in the browser: {report.errors}"
+        assert not report.render_errors, f"{notebook}: outputs the page could not show: {report.render_errors}"
     finally:
         shot = jl.photograph(page, tmp_path / f"{name}.png")
         _keep(shot, tmp_path)
@@ -206,3 +214,13 @@ def test_notebook_in_browser(name, page, lab, lab_root, tmp_path):
         _keep(executed, tmp_path)
     assert FAKE_TOKEN not in executed.read_text(), f"{notebook}: the HF token leaked into the page"
     print(f"{notebook}: {clock}")
+
+
+@pytest.mark.timeout(180)
+def test_harness_sees_a_failing_cell(page, lab):
+    """The checks above have teeth: a cell that raises is reported, with its error, and Run All says so."""
+    jl.open_notebook(page, lab.notebook_url("notebooks/harness_failing_cell.ipynb"))
+    finished = jl.run_all_cells(page)
+    report = jl.cell_report(page)
+    assert report.errors == ["ValueError: meant to fail"]
+    assert finished is False

@@ -27,7 +27,7 @@ _KERNEL_IDLE = f"""() => {{
 
 _CELL_REPORT = f"""() => {{
   const panel = {_PANEL};
-  const report = {{errors: [], unexecuted: 0, code_cells: 0}};
+  const report = {{errors: [], unexecuted: 0, code_cells: 0, render_errors: []}};
   for (const cell of panel.content.widgets) {{
     if (cell.model.type !== 'code') continue;
     report.code_cells += 1;
@@ -37,6 +37,11 @@ _CELL_REPORT = f"""() => {{
       const out = outputs.get(i).toJSON();
       if (out.output_type === 'error') report.errors.push(`${{out.ename}}: ${{out.evalue}}`);
     }}
+  }}
+  // outputs JupyterLab could not show (e.g. a widget whose model never reached the page)
+  for (const out of panel.content.node.querySelectorAll('.jp-OutputArea-output')) {{
+    const text = (out.innerText || '').trim();
+    if (/^Error (displaying widget|rendering output)/.test(text)) report.render_errors.push(text.slice(0, 200));
   }}
   return report;
 }}"""
@@ -62,9 +67,10 @@ def run_all_cells(page: Page, timeout_s: float = 300) -> bool:
 
 @dataclass
 class CellReport:
-    errors: list[str]
-    unexecuted: int
+    errors: list[str]  # error outputs of cells, "ename: evalue"
+    unexecuted: int  # code cells without an execution count
     code_cells: int
+    render_errors: list[str]  # outputs the page failed to display
 
 
 def cell_report(page: Page) -> CellReport:
@@ -77,7 +83,7 @@ def save_notebook(page: Page) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
 
 
-def photograph(page: Page, path: Path, *, max_height: int = 8000) -> Path:
+def photograph(page: Page, path: Path, *, max_height: int = 16000) -> Path:
     """Screenshot the whole notebook: hide the side panel, make the window as tall as the notebook, scroll to top."""
     page.evaluate("""() => {
       const app = window.jupyterapp;
@@ -116,7 +122,13 @@ class TaskFormView:
         self.output = self.root.locator(".widget-output").last
 
     def wait_until_shown(self, timeout_s: float = 60) -> None:
-        self.button.wait_for(state="visible", timeout=timeout_s * 1000)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.button.wait_for(state="visible", timeout=timeout_s * 1000)
+        except PlaywrightTimeout:
+            raise AssertionError("the notebook shows no task form (no Generate button) after running all cells") \
+                from None
 
     # ---- controls
     @staticmethod
@@ -124,24 +136,29 @@ class TaskFormView:
         return control.locator(".widget-label").first.inner_text().strip()
 
     def change_first_slider(self) -> tuple[str, str]:
-        """Move the first visible slider one step with the keyboard (left, or right when already at its minimum).
+        """Move a slider one step down with the keyboard: the first visible one whose value lies strictly inside
+        its range (an end value is often special, e.g. "0 = all frames"), else the first one, one step up.
 
         Returns (field name, the value the slider's readout shows)."""
-        slider = self.root.locator(".widget-hslider:visible").first
-        slider.scroll_into_view_if_needed()
-        name = self._label(slider)
-        readout = slider.locator(".widget-readout")
-        before = readout.inner_text().strip()
-        handle = slider.locator(".noUi-handle").first
-        for key in ("ArrowLeft", "ArrowRight", "ArrowRight"):
-            handle.focus()
-            handle.press(key)
-            self.page.wait_for_timeout(150)
-            if readout.inner_text().strip() != before:
+        sliders = self.root.locator(".widget-hslider:visible")
+        assert sliders.count(), "the form has no visible slider"
+        chosen, key = sliders.first, "ArrowRight"
+        for i in range(sliders.count()):
+            handle = sliders.nth(i).locator(".noUi-handle").first
+            low, now, high = (float(handle.get_attribute(f"aria-value{a}") or "nan") for a in ("min", "now", "max"))
+            if low < now < high:
+                chosen, key = sliders.nth(i), "ArrowLeft"
                 break
-        after = readout.inner_text().strip()
-        assert after != before, f"the slider {name!r} did not move from {before} with the keyboard"
-        return name, after
+        chosen.scroll_into_view_if_needed()
+        name = self._label(chosen)
+        readout = chosen.locator(".widget-readout")
+        before = readout.inner_text().strip()
+        handle = chosen.locator(".noUi-handle").first
+        handle.focus()
+        handle.press(key)
+        self.page.wait_for_function("([el, before]) => el.textContent.trim() !== before",
+                                    arg=[readout.element_handle(), before], timeout=5_000)
+        return name, readout.inner_text().strip()
 
     def change_first_dropdown(self, skip: tuple[str, ...] = ("preset",)) -> tuple[str, str]:
         """Pick the next option of the first visible dropdown (other than the presets). Returns (name, option)."""
