@@ -132,9 +132,10 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     def encode_prompt(self, prompt: str, negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Weighted embeddings of the prompt pair; missing textual-inversion names leave the negative prompt."""
         negative, removed = remove_unknown_embedding_tokens(negative_prompt or "", self.tokenizer)
-        notes = [f"textual-inversion embeddings not available, removed from the negative prompt: {', '.join(removed)}"]
+        notes = [f"textual-inversion embeddings not available, removed from the negative prompt: {', '.join(removed)}"
+                 ] if removed else []
         positive, negative = encode_weighted_prompt_pair(self.tokenizer, self.text_encoder, prompt, negative)
-        return positive, negative, notes if removed else []
+        return positive, negative, notes
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
