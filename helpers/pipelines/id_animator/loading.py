@@ -7,13 +7,15 @@ mis-shaped tensor raises ``StrictLoadError``.
 >>> pipe = load_id_animator_pipeline()                                  # RealisticVision V6.0 B1 (the original's)
 >>> pipe = load_id_animator_pipeline(base_model="sd15")                 # plain SD1.5 weights
 >>> pipe = load_id_animator_pipeline(base_model="/content/my_sd15_model.safetensors")
+>>> pipe = load_id_animator_pipeline(plan=runtime.memory_plan())        # dtype, offload, chunking from the GPU
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,6 +39,26 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 BASE_MODEL_CHOICES = ("community", "sd15")
 # Deterministic buffers some files omit or carry: the sinusoidal motion table, CLIP's position ids.
 COMPUTED_BUFFERS = (r"\.pos_embed\.pe$", r"position_ids$")
+
+
+class _EmptyFloat32List(logging.Filter):
+    """diffusers logs "modules that should be kept in float32: []" whenever a model is cast with ``to(dtype)``, even
+    when there is nothing to keep; ``from_single_file`` and ``load_ip_adapter`` cast internally after loading in the
+    right dtype. A non-empty list is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+@contextmanager
+def _no_empty_float32_notice() -> Iterator[None]:
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    quiet = _EmptyFloat32List()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 # -- strict loading of folders -------------------------------------------------------------------------------------
@@ -145,8 +167,9 @@ def load_single_file_components(path: str | Path, sd15_folder: Path, dtype: torc
                          f"{unet_config['cross_attention_dim']}: it is an SD2/SDXL model; use an SD1.5 one.")
 
     common = {"config": str(sd15_folder), "torch_dtype": dtype, "local_files_only": True}
-    unet = UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", **common)
-    vae = AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **common)
+    with _no_empty_float32_notice():  # loaded in ``dtype``; the library's cast afterwards changes nothing
+        unet = UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", **common)
+        vae = AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **common)
     text_encoder = create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint, subfolder="text_encoder",
                                                         config=str(sd15_folder), torch_dtype=dtype,
                                                         local_files_only=True)
@@ -187,8 +210,9 @@ def load_face_adapter(pipe, weights: FaceAdapterWeights) -> None:
     IP-Adapter-Plus part: ``load_ip_adapter`` (strict ``load_state_dict`` per processor and for the Resampler);
     LoRA: ``load_lora_weights`` under the adapter name ``id_animator`` (rank from shapes, scale 1.0).
     """
-    pipe.load_ip_adapter(weights.ip_adapter_parts(), subfolder="", weight_name="", image_encoder_folder=None,
-                         low_cpu_mem_usage=False)
+    with _no_empty_float32_notice():  # the UNet is cast to its own dtype once the projection is attached
+        pipe.load_ip_adapter(weights.ip_adapter_parts(), subfolder="", weight_name="", image_encoder_folder=None,
+                             low_cpu_mem_usage=False)
     # The file has UNet keys only; diffusers would warn that the text encoder got none, which is by design here.
     text_encoder_log = logging.getLogger("diffusers.loaders.lora_base")
     level = text_encoder_log.level
@@ -294,6 +318,18 @@ def resolve_base_model(base_model: str | Path) -> str | Path:
     return check_single_file_model(base_model)
 
 
+def required_roles(base_model: str | Path, sketch: bool) -> list[tuple[str, str]]:
+    """The (pack, role) pairs :func:`load_id_animator_pipeline` reads for this base model (a single-file path needs
+    no community model) and sketch setting."""
+    roles = [("sd15", "base"), ("animatediff_v2", "motion_adapter"), ("id_animator", "animator"),
+             ("id_animator", "image_encoder")]
+    if base_model == "community":
+        roles.append(("id_animator", "community_model"))
+    if sketch:
+        roles.append(("sparsectrl_scribble", "controlnet"))
+    return roles
+
+
 def load_id_animator_pipeline(
     *,
     base_model: str | Path = "community",
@@ -303,14 +339,18 @@ def load_id_animator_pipeline(
     identity_mixing: IdentityMixing = "mean",
     sketch: bool = False,
     root: Path | str | None = None,
+    plan=None,
 ):
     """ID-Animator from the weights packs (``sd15``, ``animatediff_v2``, ``id_animator``; ``sparsectrl_scribble``
     when ``sketch=True``), loaded strictly. fp16 on CUDA, fp32 on CPU unless ``dtype`` says otherwise.
 
     ``base_model``: "community" (RealisticVision V6.0 B1, as the original), "sd15", or a single-file SD1.5 path.
+    ``plan``: a ``runtime.MemoryPlan`` giving dtype and device, then applied (:func:`apply_memory_plan`).
     """
     from helpers import weights
 
+    if plan is not None:  # offloading plans load on the CPU; the offload hooks then move each model when it runs
+        dtype, device = plan.dtype, "cpu" if _offload(plan) != "none" else plan.device
     base_model = resolve_base_model(base_model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -347,4 +387,26 @@ def load_id_animator_pipeline(
         text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder, face_adapter=face_adapter,
         per_frame_groupnorm=per_frame_groupnorm, identity_mixing=identity_mixing, pipeline_class=pipeline_class,
         **extra)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    if plan is not None:
+        apply_memory_plan(pipe, plan)
+    return pipe
+
+
+def _offload(plan) -> str:
+    return plan.offload if plan.device == "cuda" else "none"
+
+
+def apply_memory_plan(pipe, plan) -> None:
+    """Place the pipeline as ``plan`` (``runtime.MemoryPlan``) says: model or sequential CPU offload on CUDA (enabled
+    once the face adapter is loaded), else moved to ``plan.device``; the UNet's feed-forward layers chunked over
+    tokens (dim 1) when ``plan.ff_chunk`` is set. The VAE chunk is a call argument (``decode_chunk_size``)."""
+    offload = _offload(plan)
+    if offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(plan.device)
+    if plan.ff_chunk:
+        pipe.unet.enable_forward_chunking(chunk_size=plan.ff_chunk, dim=1)

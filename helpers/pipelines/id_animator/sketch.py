@@ -3,7 +3,9 @@
 ID-Animator's own ControlNet code was never released; its authors point to AnimateDiff v3 SparseCtrl. This is the
 stock ``AnimateDiffSparseControlNetPipeline`` (denoising loop unchanged) with the face adapter, identity mixing and
 per-frame motion GroupNorm of the main pipeline. One sketch conditions one frame ("sketch image"); several sketches
-at chosen frames form a "sketch sequence". The ControlNet sees the text context only (diffusers' behaviour).
+at chosen frames form a "sketch sequence". The ControlNet sees the text context only (diffusers' behaviour). The VAE
+decodes ``decode_chunk_size`` frames at a time, as in the main pipeline (the memory plan's chunk). Grids of sketches,
+frame lists and drawings on white are turned into these arguments by :mod:`.sketch_inputs`.
 
 >>> pipe = load_id_animator_pipeline(sketch=True)
 >>> video = pipe([face], "a woman walking", sketches=[sketch0, sketch15], sketch_frame_indices=[0, 15])
@@ -30,11 +32,14 @@ from .pipeline import (
     DEFAULT_SIZE,
     DEFAULT_STEPS,
     FaceImage,
+    IDAnimatorPipeline,
     _as_list,
     motion_max_frames,
     validate_generation_args,
     warn_if_prompt_truncated,
 )
+
+DEFAULT_DECODE_CHUNK = 16  # frames per VAE decode call, the main pipeline's default
 
 
 def validate_sketches(num_sketches: int, frame_indices: Sequence[int], num_frames: int) -> None:
@@ -53,6 +58,16 @@ def validate_sketches(num_sketches: int, frame_indices: Sequence[int], num_frame
 class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
     """ID-Animator + SparseCtrl scribble: face crop(s) + prompt + sketch(es) at chosen frames -> video."""
 
+    _decode_chunk_size = DEFAULT_DECODE_CHUNK  # set for the length of a call
+
+    @property
+    def latent_scaling_factor(self) -> float:
+        return self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The stock loop's decode, ``decode_chunk_size`` frames at a time (the main pipeline's chunked decode)."""
+        return IDAnimatorPipeline.decode_latents(self, latents, self._decode_chunk_size)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -70,6 +85,7 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
         width: int = DEFAULT_SIZE,
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -97,6 +113,7 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
         self.set_ip_adapter_scale(face_scale)
         if isinstance(mixer, FaceTokenMixer):
             mixer.reference_weights = normalized_reference_weights(reference_weights, len(faces))
+        self._decode_chunk_size = decode_chunk_size
         try:
             return super().__call__(
                 prompt=None if prompt_embeds is not None else prompt,
@@ -110,5 +127,6 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
                 callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), return_dict=return_dict,
             )
         finally:
+            del self._decode_chunk_size
             if isinstance(mixer, FaceTokenMixer):
                 mixer.reference_weights = None
