@@ -12,7 +12,11 @@ from safetensors.torch import load_file, save_file
 
 from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError
 from helpers.pipelines.zero_shot_pose import configs, load_zero_shot_pipeline, native_size
-from helpers.pipelines.zero_shot_pose.loading import convert_original_controlnet, load_controlnet_single_file
+from helpers.pipelines.zero_shot_pose.loading import (
+    BASE_768_ROLE,
+    convert_original_controlnet,
+    load_controlnet_single_file,
+)
 from helpers.testing.zero_shot import (
     original_controlnet_name,
     write_tiny_controlnet_single_file,
@@ -35,11 +39,12 @@ def packs():
 
 
 def test_loads_from_the_weights_layout_with_the_base_models_scheduler(packs):
-    pipe = load_zero_shot_pipeline()
+    pipe = load_zero_shot_pipeline(base_role=BASE_768_ROLE)
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert pipe.unet.dtype == torch.float32 and pipe.device.type == "cpu"
     assert native_size(pipe) == pipe.unet.config.sample_size * 2
+    assert load_zero_shot_pipeline().scheduler.config.prediction_type == "epsilon"  # sd21/base: SD2.1-base
 
 
 def test_a_pndm_base_folder_still_denoises_with_ddim_and_its_own_prediction_type(packs):

@@ -2,8 +2,10 @@
 
 ``write_tiny_zero_shot_packs(root)`` writes
 
-- ``<root>/models/sd21/base/``: an SD2-style pipeline folder (v-prediction DDIM, linear transformer projections,
-  a 32-wide text encoder standing in for the 1024-wide OpenCLIP one; the VAE downsamples by 2);
+- ``<root>/models/sd21/base/``: an SD2-style pipeline folder standing in for SD2.1-base (epsilon DDIM, linear
+  transformer projections, a 32-wide text encoder standing in for the 1024-wide OpenCLIP one; the VAE downsamples
+  by 2);
+- ``<root>/models/sd21/base_768/``: the same model with a v-prediction scheduler, standing in for SD2.1-768;
 - ``<root>/models/controlnet_sd21_openpose/controlnet/``: a ControlNet matching that UNet.
 
 The real loader (``load_zero_shot_pipeline``) then runs unchanged on them.
@@ -28,15 +30,18 @@ TINY_CROSS_ATTENTION_DIM = 32  # stands in for SD2.1's 1024
 
 
 def write_tiny_zero_shot_packs(root: str | Path, *, seed: int = 0) -> dict[str, Path]:
-    """Write both tiny packs under ``root/models`` and return ``{"base": folder, "controlnet": folder}``."""
+    """Write both tiny packs under ``root/models`` and return ``{"base": folder, "base_768": folder,
+    "controlnet": folder}`` (the two base folders hold the same weights, epsilon and v-prediction)."""
     models = Path(root) / "models"
     base = common.write_sd_folder(models / "sd21" / "base", cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
-                                  v_prediction=True, linear_projection=True, seed=seed)
+                                  v_prediction=False, linear_projection=True, seed=seed)
+    base_768 = common.write_sd_folder(models / "sd21" / "base_768", cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
+                                      v_prediction=True, linear_projection=True, seed=seed)
     controlnet = common.write_controlnet(models / "controlnet_sd21_openpose" / "controlnet",
                                          cross_attention_dim=TINY_CROSS_ATTENTION_DIM, linear_projection=True,
                                          seed=seed + 1)
     wake_zero_convolutions(controlnet / "diffusion_pytorch_model.safetensors", seed=seed + 2)
-    return {"base": base, "controlnet": controlnet}
+    return {"base": base, "base_768": base_768, "controlnet": controlnet}
 
 
 def wake_zero_convolutions(weights_file: Path, *, seed: int = 0, scale: float = 0.2) -> None:

@@ -18,12 +18,40 @@ Modules: :mod:`.options` (the techniques), :mod:`.pipeline` (the loop), :mod:`.a
 :mod:`.loading` (strict loading from the weights folder), :mod:`.configs` (full-size model configs).
 """
 
-from .attention import CrossFrameAttnProcessor, cross_frame_attention
-from .inputs import check_call_inputs
-from .loading import load_zero_shot_pipeline, native_size
-from .options import ConsistencyOptions, original_v2_cli, recommended
-from .pipeline import ZeroShotPoseOutput, ZeroShotPosePipeline
-from .poses import PoseFrames, poses_from_video, prepare_pose_frames
+from __future__ import annotations
+
+import importlib
+
+# name → submodule. Loaded on first use, so checking inputs (``check_call_inputs``, ``ConsistencyOptions``) does not
+# import torch or diffusers.
+_EXPORTS = {
+    "CrossFrameAttnProcessor": "attention",
+    "cross_frame_attention": "attention",
+    "check_call_inputs": "inputs",
+    "load_zero_shot_pipeline": "loading",
+    "native_size": "loading",
+    "ConsistencyOptions": "options",
+    "original_v2_cli": "options",
+    "recommended": "options",
+    "ZeroShotPoseOutput": "pipeline",
+    "ZeroShotPosePipeline": "pipeline",
+    "PoseFrames": "poses",
+    "poses_from_video": "poses",
+    "prepare_pose_frames": "poses",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "ConsistencyOptions",

@@ -2,8 +2,10 @@
 
 Weights come from two packs (``helpers.registry``), in the layout ``<root>/models/<pack>/<role>/``:
 
-- ``sd21`` / ``base``: a Stable Diffusion 2.1 pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
-  ``base_role="base_512"`` picks the SD2.1-base folder instead where both are on disk.
+- ``sd21`` / ``base``: the Stable Diffusion 2.1-*base* pipeline folder (unet/, vae/, text_encoder/, tokenizer/,
+  scheduler/): 512 px, epsilon prediction, the model the ControlNet was trained on (the default).
+  ``sd21`` / ``base_768`` (optional): SD2.1-768, v-prediction, what the original scripts loaded;
+  ``base_role=BASE_768_ROLE`` picks it.
 - ``controlnet_sd21_openpose`` / ``controlnet``: thibaud's SD2.1 OpenPose ControlNet, either as a diffusers folder
   (config.json + weights) or as one original-format checkpoint file (``.safetensors``, or a ``.ckpt`` converted by
   the weights manager), converted on load with the SD2.1 ControlNet config of :mod:`.configs`.
@@ -33,7 +35,7 @@ from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError, c
 from .configs import SD21_CONTROLNET
 from .pipeline import ZeroShotPosePipeline
 
-BASE_PACK, BASE_ROLE, BASE_512_ROLE = "sd21", "base", "base_512"
+BASE_PACK, BASE_ROLE, BASE_768_ROLE = "sd21", "base", "base_768"
 CONTROLNET_PACK, CONTROLNET_ROLE = "controlnet_sd21_openpose", "controlnet"
 SINGLE_FILE_SUFFIXES = (".safetensors",)
 
