@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,6 +286,68 @@ def side_by_side(*clips, height: int | None = None, gap: int = 4) -> np.ndarray:
             parts.append(spacer)
         parts.append(v)
     return np.concatenate(parts, axis=2)
+
+
+
+def dim_under(background: np.ndarray, drawing: np.ndarray) -> np.ndarray:
+    """``drawing`` (on black, e.g. pose skeletons) over ``background`` at half brightness; same shapes."""
+    dimmed = (np.asarray(background).astype(np.float32) * 0.5).astype(np.uint8)
+    return np.maximum(dimmed, drawing)
+
+
+# ---------------------------------------------------------------------------------------------- labelled layouts
+
+LABEL_HEIGHT = 22
+
+
+def _text_band(text: str, width: int, height: int = LABEL_HEIGHT) -> np.ndarray:
+    """A white band with ``text`` in black, shrunk (then shortened) until it fits."""
+    import cv2
+
+    band = np.full((height, width, 3), 255, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    while True:
+        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
+        if text_width <= width - 6 or (scale <= 0.3 and len(text) <= 3):
+            break
+        if scale > 0.3:
+            scale = round(scale - 0.05, 2)
+        else:
+            text = text[:-3] + ".."
+    cv2.putText(band, text, (3, (height + text_height) // 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def comparison_grid(clips: Sequence[tuple[str, np.ndarray]], *, columns: int = 3, tile: int = 256,
+                    gap: int = 4) -> np.ndarray:
+    """Labelled videos of one length and size in a grid, ``columns`` per row, each tile ``tile`` px wide with its
+    label above it: ``[F, H', W', 3]`` uint8 on white.
+
+    >>> grid = comparison_grid([("poses", poses), ("result", video)], columns=2)
+    """
+    frames, height, width = clips[0][1].shape[:3]
+    tile_height = max(2, round(tile * height / width))
+    tiles = [np.concatenate([np.broadcast_to(_text_band(label, tile), (frames, LABEL_HEIGHT, tile, 3)),
+                             resize(video, (tile, tile_height))], axis=1) for label, video in clips]
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)  # fill the last row
+    rows = [side_by_side(*tiles[i:i + columns], gap=gap) for i in range(0, len(tiles), columns)]
+    spacer = np.full((frames, gap, rows[0].shape[2], 3), 255, np.uint8)
+    return np.concatenate([part for row in rows for part in (spacer, row)][1:], axis=1)
+
+
+def contact_sheet(clips: Sequence[tuple[str, np.ndarray]], *, max_columns: int = 8, thumb: int = 96,
+                  label_width: int = 170) -> np.ndarray:
+    """One image: a row per clip (labelled on the left), a column per sampled frame (``frame k`` on top); every
+    thumbnail is ``thumb`` px high."""
+    frames, height, width = clips[0][1].shape[:3]
+    picked = np.unique(np.linspace(0, frames - 1, min(frames, max_columns)).round().astype(int))
+    thumb_width = max(2, round(thumb * width / height))
+    header = [_text_band("", label_width)] + [_text_band(f"frame {k}", thumb_width) for k in picked]
+    rows = [np.concatenate(header, axis=1)]
+    for label, video in clips:
+        cells = [_text_band(label, label_width, thumb)] + [resize(video[k], (thumb_width, thumb)) for k in picked]
+        rows.append(np.concatenate(cells, axis=1))
+    return np.concatenate(rows, axis=0)
 
 
 # --------------------------------------------------------------------------------------------------------- preview

@@ -86,3 +86,28 @@ def test_preview_is_small_html_video():
     html = media.preview_html(np.repeat(moving_square(8, 240, 640), 1, axis=0), fps=8, max_side=128)
     assert "<video" in html and "base64" in html
     assert len(html) < 200_000
+
+
+def test_comparison_grid_and_contact_sheet_label_every_clip():
+    rng = np.random.default_rng(0)
+    clips = [(f"clip {k}", rng.integers(0, 256, (5, 40, 60, 3), dtype=np.uint8)) for k in range(3)]
+    grid = media.comparison_grid(clips, columns=2, tile=90, gap=4)
+    tile_height = media.LABEL_HEIGHT + 60  # label band + 90 px wide at 3:2
+    assert grid.shape == (5, 2 * tile_height + 4, 2 * 90 + 4, 3) and grid.dtype == np.uint8
+    band = grid[0, :media.LABEL_HEIGHT, :90]
+    assert (band == 255).mean() > 0.5 and (band < 128).any()  # white with dark text
+    np.testing.assert_array_equal(grid[:, media.LABEL_HEIGHT:tile_height, :90], media.resize(clips[0][1], (90, 60)))
+    assert (grid[:, tile_height + 4:, 94:] == 255).all()  # the empty last tile of an odd count stays white
+
+    sheet = media.contact_sheet(clips, max_columns=3, thumb=30, label_width=50)
+    assert sheet.shape == (media.LABEL_HEIGHT + 3 * 30, 50 + 3 * 45, 3)  # header row + a row per clip; frames 0, 2, 4
+    np.testing.assert_array_equal(sheet[media.LABEL_HEIGHT:media.LABEL_HEIGHT + 30, 50 + 45:50 + 90],
+                                  media.resize(clips[0][1][2], (45, 30)))
+
+
+def test_dim_under_keeps_the_drawing_over_a_darker_picture():
+    picture = np.full((4, 4, 3), 200, np.uint8)
+    drawing = np.zeros_like(picture)
+    drawing[1, 1] = (255, 0, 0)
+    out = media.dim_under(picture, drawing)
+    assert tuple(out[0, 0]) == (100, 100, 100) and tuple(out[1, 1]) == (255, 100, 100)

@@ -12,7 +12,7 @@ import torch
 from helpers import face, media
 from helpers.errors import InputError, MissingWeightsError
 from helpers.pipelines import id_animator
-from helpers.tasks import base
+from helpers.tasks import base, inputs
 from helpers.tasks import id_preserving_video as task
 from helpers.tasks.base import params_from_dict
 from helpers.testing import id_animator as tiny
@@ -31,9 +31,9 @@ def _isolated(monkeypatch, shared_smoke):
     monkeypatch.delenv("HV_SMOKE", raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster on a busy machine
-    task._FACES.clear()
+    inputs._FACES.clear()
     yield
-    task._FACES.clear()
+    inputs._FACES.clear()
     torch.set_num_threads(threads)
 
 
@@ -48,7 +48,7 @@ def no_models(monkeypatch):
 
 
 def _detector(monkeypatch, detector) -> None:
-    monkeypatch.setattr(task, "face_detector", lambda smoke: detector)
+    monkeypatch.setattr(inputs, "face_detector", lambda smoke: detector)
 
 
 def _photo(tmp_path, name="face.png", seed=0, **kwargs):
@@ -154,7 +154,7 @@ def test_several_faces_use_the_largest_and_warn(tmp_path, monkeypatch):
     np.testing.assert_array_equal(preview.crops[0], np.asarray(expected))
     assert "2 faces found" in preview.summary()
 
-    task._FACES.clear()
+    inputs._FACES.clear()
     with pytest.warns(UserWarning, match="using the most confident one"):
         preview = task.preview_inputs(task.Params(smoke=True, face_image=photo, face_select="best_score"))
     expected = face.prepare_face(photo, detector=tiny.FakeFaceDetector(faces=[small])).image
@@ -196,12 +196,10 @@ def test_presets_are_valid_params_pinned_to_the_original_examples():
 
 
 def test_smoke_mode_never_downloads(monkeypatch, no_models):
-    from helpers.tasks import pose_to_dance
-
     def refuse(*_args, **_kwargs):
         raise AssertionError("SMOKE mode downloaded an example")
 
-    monkeypatch.setattr(pose_to_dance, "fetch_example", refuse)
+    monkeypatch.setattr(inputs, "fetch_input", refuse)
     values = dict(task.PRESETS["sketch sequence · README demo"], smoke=True)
     p = task.plan(params_from_dict(task.Params, values))
     assert all("SMOKE: replaced" in source for source in p.sources.values()) and len(p.sources) == 2
@@ -235,7 +233,7 @@ def test_already_cropped_face_is_taken_as_it_is(tmp_path, monkeypatch):
     def refuse(_smoke):
         raise AssertionError("a detector ran on an already cropped face")
 
-    monkeypatch.setattr(task, "face_detector", refuse)
+    monkeypatch.setattr(inputs, "face_detector", refuse)
     crop = tiny.synthetic_face_photo(width=180, height=150)
     path = media.write_image(tmp_path / "crop.png", crop)
     preview = task.preview_inputs(task.Params(smoke=True, face_image=str(path), already_cropped=True))
@@ -322,7 +320,7 @@ def test_t4_knobs_and_an_own_base_model_file(tmp_path, monkeypatch):
     reference = task.run(task.Params(smoke=True, seed=6))
     rehearsal = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="t4-rehearsal", gpu_name="CPU",
                                    gpu_total_gb=0.0, offload="model", vae_decode_chunk=1, ff_chunk=1)
-    monkeypatch.setattr(task, "_memory_plan", lambda smoke: rehearsal)
+    monkeypatch.setattr(task, "run_memory_plan", lambda smoke: rehearsal)
     own = tmp_path / "my_model.safetensors"
     own.write_bytes(b"\x00" * 128)
     result = task.run(task.Params(smoke=True, seed=6, base_model="file", base_model_file=str(own)))

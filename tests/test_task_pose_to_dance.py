@@ -17,7 +17,7 @@ from helpers import media, pose
 from helpers.errors import InputError, MissingWeightsError
 from helpers.pipelines import controlnext_svd
 from helpers.pose.video import read_frames
-from helpers.tasks import base
+from helpers.tasks import base, inputs
 from helpers.tasks import pose_to_dance as task
 from helpers.tasks.base import params_from_dict
 
@@ -177,11 +177,11 @@ def test_presets_are_valid_params_pinned_to_the_original_examples():
     assert v1 and all(v["pose_video"] and v["guidance_scale"] == 3.5 and v["window"] == 14 for v in v1)
 
 
-def test_fetch_example_downloads_once_into_the_drive_inputs(tmp_path, monkeypatch):
+def test_fetch_input_downloads_once_into_the_drive_inputs(tmp_path, monkeypatch):
     source = tmp_path / "examples" / "video" / "02.mp4"
     source.parent.mkdir(parents=True)
     source.write_bytes(b"0123456789" * 1000)
-    local = task.fetch_example(source.as_uri())
+    local = inputs.fetch_input(source.as_uri())
     assert local.read_bytes() == source.read_bytes()
     assert local.parent == tmp_path / "hv_root" / "inputs" / "examples" and local.name == "video_02.mp4"
 
@@ -189,7 +189,7 @@ def test_fetch_example_downloads_once_into_the_drive_inputs(tmp_path, monkeypatc
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    assert task.fetch_example(source.as_uri()) == local  # cached: no network needed
+    assert inputs.fetch_input(source.as_uri()) == local  # cached: no network needed
 
 
 def test_offline_example_is_a_clear_error(monkeypatch, no_models):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from helpers import __main__ as cli
 from helpers import media
 from helpers.errors import InputError
 from helpers.pipelines.zero_shot_pose import original_v2_cli, recommended
-from helpers.tasks import base
+from helpers.tasks import base, inputs
 from helpers.tasks import zero_shot_pose_video as task
 from helpers.tasks.base import field_specs, params_from_dict
 from helpers.testing.zero_shot import stick_figure_poses
@@ -92,6 +94,15 @@ def test_unreadable_and_unsuitable_inputs_are_refused(tmp_path):
         task.validate(task.Params(technique="shared_noise", masks=str(masks)))
 
 
+def test_checking_inputs_imports_no_model_library():
+    """validate() stays quick: the pipeline package loads torch and diffusers only when a model is needed."""
+    code = ("import sys; from helpers.tasks import zero_shot_pose_video as task; task.validate(task.Params()); "
+            "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_errors_come_before_any_model_or_pose_work(monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a model or the pose detector was touched before the input check")
@@ -130,11 +141,11 @@ def test_presets_are_valid_params_pointing_at_the_original_demo():
         params = params_from_dict(task.Params, values)
         base.check_params(params)
         assert params.driving_video.startswith(task.ORIGINAL_DEMO), name
-    urls = task.expand_url_range(task.GOLF_POSES)
+    urls = inputs.expand_url_range(task.GOLF_POSES)
     assert len(urls) == 26
     assert urls[0].endswith("/demo/poses/frame_0000_rendered.png")
     assert urls[-1].endswith("/demo/poses/frame_0025_rendered.png")
-    assert task.expand_url_range(task.GOLF_MASKS)[7].endswith("/demo/masks/mask_07.png")
+    assert inputs.expand_url_range(task.GOLF_MASKS)[7].endswith("/demo/masks/mask_07.png")
 
 
 def test_smoke_mode_never_downloads_and_says_what_it_used():
@@ -152,18 +163,18 @@ def test_numbered_frames_download_once_into_their_own_folder(tmp_path):
     published = write_frames(tmp_path / "published", upscaled_poses(3, 16), stem="pose")
     url = published.as_uri() + "/pose_{0000..0002}.png"
 
-    folder = task.fetch_input(url, tmp_path / "inputs")
+    folder = inputs.fetch_input(url, tmp_path / "inputs")
 
     assert sorted(p.name for p in folder.iterdir()) == ["pose_0000.png", "pose_0001.png", "pose_0002.png"]
-    single = task.fetch_input(published.as_uri() + "/pose_0001.png", tmp_path / "inputs")
+    single = inputs.fetch_input(published.as_uri() + "/pose_0001.png", tmp_path / "inputs")
     assert single.is_file() and single.read_bytes() == (published / "pose_0001.png").read_bytes()
     for p in published.iterdir():
         p.unlink()
-    assert task.fetch_input(url, tmp_path / "inputs") == folder  # already there: no download needed
+    assert inputs.fetch_input(url, tmp_path / "inputs") == folder  # already there: no download needed
     with pytest.raises(InputError, match="could not download .*check the internet connection"):
-        task.fetch_input("http://127.0.0.1:9/demo/frame_{0..1}.png", tmp_path / "offline", timeout=5)
+        inputs.fetch_input("http://127.0.0.1:9/demo/frame_{0..1}.png", tmp_path / "offline", timeout=5)
     with pytest.raises(InputError, match="counts down"):
-        task.expand_url_range("https://example.org/f_{5..1}.png")
+        inputs.expand_url_range("https://example.org/f_{5..1}.png")
 
 
 # ---------------------------------------------------------------------------------------------------- SMOKE runs

@@ -132,6 +132,24 @@ def smoke_root() -> Path:
     return path
 
 
+def weights_root(smoke: bool) -> Path | None:
+    """Where a run's weights are looked up: the SMOKE root (tiny packs), or ``None`` for the Drive root."""
+    return smoke_root() if smoke else None
+
+
+def run_memory_plan(smoke: bool):
+    """The memory plan a run uses (``runtime.memory_plan()``); a GPU tier rehearsed on a machine without CUDA
+    (``HV_PLAN``) becomes the CPU plan in SMOKE mode, so SMOKE runs anywhere."""
+    import torch
+
+    from helpers import runtime
+
+    chosen = runtime.memory_plan()
+    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
+        return runtime.plan_for(None)
+    return chosen
+
+
 def check_multiple(name: str, value: int, multiple: int) -> None:
     if value % multiple:
         lower = value - value % multiple
@@ -308,3 +326,13 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     return Result(frames=frames, fps=fps, control=None if control is None else media.as_uint8_video(
         control if np.asarray(control).ndim == 4 else np.asarray(control)[None]), video_path=video_path, preview_path=preview_path,
                   sidecar_path=sidecar_path, metadata=metadata)
+
+
+def add_gif(result: Result) -> Path:
+    """Write ``<stem>.gif`` beside the result's mp4 and record it in the sidecar (``outputs.gif``)."""
+    from helpers import media
+
+    gif = media.write_gif(result.video_path.with_suffix(".gif"), result.frames, result.fps)
+    result.metadata.setdefault("outputs", {})["gif"] = str(gif)
+    result.sidecar_path.write_text(json.dumps(result.metadata, indent=2, ensure_ascii=False))
+    return gif

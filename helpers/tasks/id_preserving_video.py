@@ -14,12 +14,12 @@ AnimateDiff's SparseCtrl scribble ControlNet.
 >>> result.show()
 
 ``PRESETS`` are the original repository's examples (its inference script and its demo page), fetched from GitHub on
-first use with :func:`helpers.tasks.pose_to_dance.fetch_example`.
+first use with :func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
+:mod:`helpers.pipelines.id_animator.sketch_inputs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -35,6 +35,7 @@ from helpers.tasks.base import (
     Result,
     TaskParams,
     Timings,
+    add_gif,
     cached,
     check_multiple,
     check_params,
@@ -42,8 +43,10 @@ from helpers.tasks.base import (
     finish,
     is_smoke,
     param,
-    smoke_root,
+    run_memory_plan,
+    weights_root,
 )
+from helpers.tasks.inputs import FaceInput, local_input, marked_photo, prepare_face_input, synthetic_picture
 
 NAME = "id_preserving_video"
 
@@ -197,133 +200,15 @@ PRESETS: dict[str, dict] = {
 # ---------------------------------------------------------------------------------------------------------- inputs
 
 
-def _is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://", "file://"))
-
-
-def _synthetic_input(url: str, kind: str) -> Path:
-    """SMOKE stand-in for an example URL: a synthetic face photo, sketch or sketch grid drawn once (never a download)."""
-    from helpers import media
-    from helpers.testing.id_animator import synthetic_face_photo, synthetic_sketch
-
-    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
-    path = smoke_root() / "inputs" / "synthetic" / f"{kind}-{digest}.png"
-    if not path.is_file():
-        seed = int(digest[:6], 16) % 1000
-        if kind == "face":
-            image = synthetic_face_photo(seed=seed)
-        elif kind == "sketch":
-            image = np.asarray(synthetic_sketch(128, 128, phase=seed / 100.0))
-        else:  # a 2x2 grid, like the original's sketch sequence
-            tiles = [np.asarray(synthetic_sketch(64, 64, phase=k * 0.8)) for k in range(4)]
-            image = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
-        media.write_image(path, image)
-    return path
-
-
 def _local_image(value: str, what: str, smoke: bool, sources: dict, kind: str = "face") -> Path:
     """A local image file for ``value`` (path or URL; URLs are downloaded once, or drawn in SMOKE mode)."""
     from helpers import media
 
-    value = (value or "").strip()
-    if _is_url(value):
-        if smoke:
-            sources[what] = f"{value} (SMOKE: replaced by a synthetic image)"
-            return _synthetic_input(value, kind)
-        from helpers.tasks.pose_to_dance import fetch_example
-
-        sources[what] = value
-        return fetch_example(value)
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path} — check the path or upload the file again")
+    path = local_input(value, what, smoke=smoke, sources=sources, stand_in=lambda url: synthetic_picture(url, kind),
+                       missing=f"no {what} given: upload a picture (or type its path or URL)")
     if path.suffix.lower() in media.VIDEO_SUFFIXES - {".gif"}:
         raise InputError(f"{path.name} is a video: the {what} must be a picture (PNG or JPEG)")
     return path
-
-
-def parse_frame_indices(text: str) -> list[int]:
-    """``"0, 5, 10"`` → ``[0, 5, 10]``; ``InputError`` for anything that is not whole numbers."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"sketch frames must be whole numbers separated by commas, e.g. 0, 5, 10, 15 "
-                         f"(got {text!r})") from None
-
-
-def split_grid(image: np.ndarray, grid: str) -> list[np.ndarray]:
-    """The tiles of a ``rows x columns`` grid image, left to right, top to bottom."""
-    rows, cols = (int(n) for n in grid.split("x"))
-    height, width = image.shape[:2]
-    if height // rows < 8 or width // cols < 8:
-        raise InputError(f"the sketch image ({width}x{height}) is too small for a {grid} grid: check the grid setting")
-    return [image[r * height // rows:(r + 1) * height // rows, c * width // cols:(c + 1) * width // cols]
-            for r in range(rows) for c in range(cols)]
-
-
-def prepare_sketch(tile: np.ndarray, width: int, height: int) -> tuple[np.ndarray, bool]:
-    """A sketch as SparseCtrl's scribble model expects it (white lines on black) at the video size.
-
-    Drawings on a light background are inverted; returns (sketch, whether it was inverted)."""
-    from helpers import media
-
-    grey = tile.astype(np.float32).mean(axis=-1)
-    inverted = bool(np.median(grey) > 127)
-    if inverted:
-        tile = 255 - tile
-    return media.center_crop_resize(tile, (width, height)), inverted
-
-
-def spread_indices(count: int, frames: int) -> list[int]:
-    """``count`` frame indices spread evenly from the first to the last frame."""
-    if count == 1:
-        return [0]
-    return [round(i * (frames - 1) / (count - 1)) for i in range(count)]
-
-
-# ------------------------------------------------------------------------------------------------------ face crops
-
-
-def face_detector(smoke: bool):
-    """The detector used on photos: insightface's SCRFD (pack ``insightface``), or a stand-in in SMOKE mode."""
-    if smoke:
-        from helpers.testing.id_animator import FakeFaceDetector
-
-        return FakeFaceDetector()
-    from helpers import face
-
-    return face.default_detector()
-
-
-@dataclass
-class FaceInput:
-    """One reference face: the file, the 224x224 crop the model sees, the detection and what was noticed."""
-
-    path: Path
-    prepared: object  # helpers.face.PreparedFace
-    notes: list[str]
-
-
-_FACES: dict[tuple, FaceInput] = {}  # prepared faces, so a preview followed by Generate detects nothing twice
-
-
-def prepare_face_input(path: Path, *, already_cropped: bool, select: str, smoke: bool) -> FaceInput:
-    """Detect, choose and align the face in ``path`` (cached); ``FaceError`` (an ``InputError``) when unusable."""
-    from helpers import face
-
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, already_cropped, select, smoke)
-    if key not in _FACES:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            detector = None if already_cropped else face_detector(smoke)
-            prepared = face.prepare_face(path, detector=detector, already_cropped=already_cropped, select=select)
-        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-        if len(_FACES) > 8:
-            _FACES.clear()
-        _FACES[key] = FaceInput(path, prepared, notes)
-    return _FACES[key]
 
 
 # ---------------------------------------------------------------------------------------------------------- plan
@@ -376,7 +261,7 @@ def _base_model(params: Params) -> str | Path:
 def _sketches(params: Params, frames: int, smoke: bool, sources: dict) -> tuple[list[np.ndarray], list[int], bool]:
     """The sketches (at the video size) and the frames they stand for, checked against ``frames``."""
     from helpers import media
-    from helpers.pipelines.id_animator import validate_sketches
+    from helpers.pipelines.id_animator.sketch_inputs import sketches_from_image
 
     if params.sketch_mode == "off":
         return [], [], False
@@ -385,13 +270,9 @@ def _sketches(params: Params, frames: int, smoke: bool, sources: dict) -> tuple[
                          "set sketch mode to off")
     kind = "sketch" if params.sketch_mode == "one sketch" else "sketch-grid"
     path = _local_image(params.sketch_image, "sketch image", smoke, sources, kind)
-    image = media.read_image(path)
-    tiles = [image] if params.sketch_mode == "one sketch" else split_grid(image, params.sketch_grid)
-    indices = parse_frame_indices(params.sketch_frames) if params.sketch_frames.strip() else \
-        spread_indices(len(tiles), frames)
-    validate_sketches(len(tiles), indices, frames)
-    prepared = [prepare_sketch(tile, params.width, params.height) for tile in tiles]
-    return [s for s, _ in prepared], indices, any(inv for _, inv in prepared)
+    return sketches_from_image(media.read_image(path), grid=None if params.sketch_mode == "one sketch" else
+                               params.sketch_grid, frame_text=params.sketch_frames, num_frames=frames,
+                               width=params.width, height=params.height)
 
 
 _TOKENIZERS: dict[str, object] = {}
@@ -404,7 +285,7 @@ def _tokenizer(smoke: bool):
     from helpers import weights
 
     try:
-        folder = str(weights.resolve("sd15", "base", _weights_root(smoke)))
+        folder = str(weights.resolve("sd15", "base", _packs_root(smoke)))
     except MissingWeightsError:
         return None
     if folder not in _TOKENIZERS:
@@ -432,6 +313,7 @@ def plan(params: Params) -> Plan:
     ``Plan.notes`` for the sidecar."""
     from helpers import media
     from helpers.pipelines.id_animator import validate_generation_args
+    from helpers.pipelines.id_animator.sketch_inputs import fit_sketches
 
     smoke = is_smoke(params)
     _check_numbers(params)
@@ -471,13 +353,7 @@ def plan(params: Params) -> Plan:
     if smoke:
         width = height = SMOKE_SIZE
         frames, steps = min(frames, SMOKE_FRAMES), min(steps, SMOKE_STEPS)
-        sketches = [prepare_sketch(s, width, height)[0] for s in sketches]
-        if indices:  # the same moments of the shorter video
-            scaled = [round(i * (frames - 1) / max(params.frames - 1, 1)) for i in indices]
-            if len(set(scaled)) != len(scaled):  # more sketches than SMOKE frames: keep the first ones
-                count = min(len(indices), frames)
-                scaled, sketches = spread_indices(count, frames), sketches[:count]
-            indices = scaled
+        sketches, indices = fit_sketches(sketches, indices, params.frames, frames, width, height)
     return Plan(faces=faces, reference_weights=reference_weights, prompt=prompt, negative_prompt=negative,
                 base_model=base_model, width=width, height=height, frames=frames, steps=steps, sketches=sketches,
                 sketch_indices=indices, sketch_inverted=inverted, sources=sources, notes=notes)
@@ -489,23 +365,6 @@ def validate(params: Params) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- preview
-
-
-def _marked_photo(face_input: FaceInput) -> np.ndarray:
-    """The photo with the chosen face's box and 5 keypoints drawn on it."""
-    import cv2
-
-    from helpers import media
-
-    photo = media.read_image(face_input.path).copy()
-    detected = face_input.prepared.face
-    if detected is not None:
-        thickness = max(2, round(max(photo.shape[:2]) / 200))
-        x1, y1, x2, y2 = (int(round(v)) for v in detected.box)
-        cv2.rectangle(photo, (x1, y1), (x2, y2), (40, 220, 90), thickness)
-        for x, y in np.asarray(detected.keypoints).reshape(-1, 2):
-            cv2.circle(photo, (int(round(x)), int(round(y))), thickness + 1, (255, 60, 60), -1)
-    return photo
 
 
 def _control_strip(p: Plan) -> np.ndarray:
@@ -562,47 +421,41 @@ class InputPreview:
 def preview_inputs(params: Params) -> InputPreview:
     """Check the inputs, detect and align the face(s) (cached) and return them for display."""
     p = plan(params)
-    return InputPreview(plan=p, photos=[_marked_photo(f) for f in p.faces],
+    return InputPreview(plan=p, photos=[marked_photo(f) for f in p.faces],
                         crops=[np.asarray(f.prepared.image) for f in p.faces])
 
 
 # ------------------------------------------------------------------------------------------------------------ run
 
 
-def _weights_root(smoke: bool) -> Path | None:
-    if not smoke:
-        return None
-    root = smoke_root()
-    _ensure_smoke_packs(root, sketch=False)
+def _packs_root(smoke: bool) -> Path | None:
+    """The weights root (:func:`~helpers.tasks.base.weights_root`); in SMOKE mode the tiny packs are written first."""
+    root = weights_root(smoke)
+    if smoke:
+        _ensure_smoke_packs(root, sketch=False)
     return root
 
 
-class _DropChatter(logging.Filter):
-    """Library log lines that tell the user nothing: an empty 'keep in float32' list, the tokenizer's over-length
-    notice (the task says it in its own words)."""
-
-    NOISE = ("should be kept in float32: []", "Token indices sequence length is longer")
+class _DropTokenizerNotice(logging.Filter):
+    """The tokenizer's over-length notice: the task says it in its own words (``plan().notes``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(text in record.getMessage() for text in self.NOISE)
+        return "Token indices sequence length is longer" not in record.getMessage()
 
 
 @contextmanager
 def _quiet_libraries():
     from transformers.utils import logging as hf_logging
 
-    loggers = [logging.getLogger(name) for name in ("diffusers.models.modeling_utils",
-                                                    "transformers.tokenization_utils_base")]
-    chatter = _DropChatter()
-    for logger in loggers:
-        logger.addFilter(chatter)
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    notice = _DropTokenizerNotice()
+    logger.addFilter(notice)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # "Writing model shards" while SMOKE packs are written
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeFilter(chatter)
+        logger.removeFilter(notice)
         if bars:
             hf_logging.enable_progress_bar()
 
@@ -620,40 +473,11 @@ def _ensure_smoke_packs(root: Path, *, sketch: bool) -> None:
             tiny.write_tiny_sparsectrl(controlnet)
 
 
-def _required_roles(base_model, sketch: bool) -> list[tuple[str, str]]:
-    roles = [("sd15", "base"), ("animatediff_v2", "motion_adapter"), ("id_animator", "animator"),
-             ("id_animator", "image_encoder")]
-    if base_model == "community":
-        roles.append(("id_animator", "community_model"))
-    if sketch:
-        roles.append(("sparsectrl_scribble", "controlnet"))
-    return roles
-
-
-def _memory_plan(smoke: bool):
-    import torch
-
-    from helpers import runtime
-
-    chosen = runtime.memory_plan()
-    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
-        return runtime.plan_for(None)  # a rehearsed GPU tier on a CPU machine: SMOKE runs on the CPU
-    return chosen
-
-
 def _load(base_model, sketch: bool, root: Path | None, memory):
     """Load the pipeline and place it as the memory plan says (offload is enabled after the face adapter loads)."""
     from helpers.pipelines.id_animator import load_id_animator_pipeline
 
-    offload = memory.offload if memory.device == "cuda" else "none"
-    pipe = load_id_animator_pipeline(base_model=base_model, dtype=memory.dtype,
-                                     device="cpu" if offload != "none" else memory.device, sketch=sketch, root=root)
-    if offload == "model":
-        pipe.enable_model_cpu_offload()
-    elif offload == "sequential":
-        pipe.enable_sequential_cpu_offload()
-    if memory.ff_chunk:
-        pipe.unet.enable_forward_chunking(chunk_size=memory.ff_chunk, dim=1)
+    pipe = load_id_animator_pipeline(base_model=base_model, sketch=sketch, root=root, plan=memory)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -676,6 +500,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
 
     from helpers import runtime, weights
     from helpers.pipelines.id_animator import install_face_token_mixer, set_motion_groupnorm
+    from helpers.pipelines.id_animator.loading import required_roles
 
     timings = Timings()
     smoke = is_smoke(params)
@@ -683,16 +508,16 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         p = plan(params)
         if progress is not None:
             progress("faces", len(p.faces), len(p.faces))
-    root = _weights_root(smoke)
+    root = _packs_root(smoke)
     if smoke:
         _ensure_smoke_packs(root, sketch=p.sketch)
     base_model = p.base_model
     if smoke and params.base_model == "file":  # the tiny single-file model stands in for the user's checkpoint
         base_model = weights.resolve("id_animator", "community_model", root)
-    roles = _required_roles(params.base_model, p.sketch)
+    roles = required_roles(params.base_model, p.sketch)
     for pack, role in roles:  # missing weights fail here, before anything loads
         weights.resolve(pack, role, root)
-    memory = _memory_plan(smoke)
+    memory = run_memory_plan(smoke)
     runtime.reset_peak_memory()
 
     with timings.stage("load"):
@@ -719,14 +544,12 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     args = dict(face_scale=params.face_scale, reference_weights=p.reference_weights, num_frames=p.frames,
                 height=p.height, width=p.width, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
                 generator=torch.Generator(device).manual_seed(params.seed), output_type="np",
-                callback_on_step_end=on_step)
+                decode_chunk_size=memory.vae_decode_chunk, callback_on_step_end=on_step)
     if p.sketch:
         import PIL.Image
 
         args.update(sketches=[PIL.Image.fromarray(s) for s in p.sketches], sketch_frame_indices=p.sketch_indices,
                     sketch_scale=params.sketch_scale)
-    else:
-        args["decode_chunk_size"] = memory.vae_decode_chunk
     faces = [f.prepared.image for f in p.faces]
     with timings.stage("generate"), warnings.catch_warnings(), _quiet_libraries():
         warnings.filterwarnings("ignore", message=".*tokens long; CLIP reads only")  # already said by plan()
@@ -764,7 +587,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
                        "reference_weights": p.reference_weights or ([0.5, 0.5] if len(p.faces) == 2 else [1.0]),
                        "identity_mixing": params.identity_mixing, "per_frame_groupnorm": params.per_frame_groupnorm,
                        "generator_device": device,
-                       "decode_chunk": None if p.sketch else memory.vae_decode_chunk},
+                       "decode_chunk": memory.vae_decode_chunk},
         "warnings": p.notes,
         "smoke": smoke,
     }
@@ -772,20 +595,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         meta["requested_params"] = params
     result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
     if params.output_format == "gif":
-        _add_gif(result, params.fps)
+        result.gif_path = add_gif(result)
     if progress is not None:
         progress("save", 1, 1)
     result.face_crops = [f.prepared.image for f in p.faces]
     return result
 
-
-def _add_gif(result: Result, fps: float) -> None:
-    """Write ``<stem>.gif`` beside the mp4 and record it in the sidecar."""
-    import json
-
-    from helpers import media
-
-    gif = media.write_gif(result.video_path.with_suffix(".gif"), result.frames, fps)
-    result.metadata["outputs"] = {"gif": str(gif)}
-    result.sidecar_path.write_text(json.dumps(result.metadata, indent=2, ensure_ascii=False))
-    result.gif_path = gif

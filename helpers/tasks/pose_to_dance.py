@@ -11,9 +11,9 @@ the video is denoised in overlapping windows of 24 frames.
 >>> result = task.run(params)                  # mp4 + side-by-side preview + JSON sidecar under <Drive root>/outputs
 >>> result.show()
 
-``PRESETS`` are the original repository's examples (fetched from GitHub on first use, see :func:`fetch_example`)
-with its published settings. With ``pose_video=True`` the driving video is taken as already rendered poses, the way
-ControlNeXt-SVD v1 was released.
+``PRESETS`` are the original repository's examples with its published settings (fetched from GitHub on first use,
+see :func:`helpers.tasks.inputs.fetch_input`). With ``pose_video=True`` the driving video is taken as already rendered
+poses, the way ControlNeXt-SVD v1 was released.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,12 +38,14 @@ from helpers.tasks.base import (
     finish,
     is_smoke,
     param,
+    run_memory_plan,
     smoke_root,
+    weights_root,
 )
+from helpers.tasks.inputs import ASSETS, bundled_asset, file_stamp, local_input, open_dwpose
 
 NAME = "pose_to_dance"
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "pose"
 DEFAULT_REFERENCE = str(ASSETS / "reference.png")
 DEFAULT_VIDEO = str(ASSETS / "dancer.mp4")
 DIAGRAM = Path(__file__).resolve().parents[2] / "assets" / "diagrams" / "pose_to_dance.svg"
@@ -142,37 +140,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def fetch_example(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
-    """Download ``url`` once into ``<Drive root>/inputs/examples/`` (or ``folder``) and return the local file.
-
-    A file already there is reused without any network access. Raises ``InputError`` when the download fails.
-    """
-    from helpers import runtime
-
-    parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
-    if not parts:
-        raise InputError(f"{url} does not name a file: give the address of an image or video file")
-    name = "_".join(parts[-2:]) if len(parts) > 1 else parts[-1]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    folder = Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples"
-    target = folder / name
-    if target.is_file() and target.stat().st_size > 0:
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc.__class__.__name__
-        raise InputError(f"could not download {name} ({reason}): check the internet connection, or download "
-                         f"{url} yourself and give its path") from None
-    partial.replace(target)
-    return target
-
-
 # ---------------------------------------------------------------------------------------------------- validation
 
 
@@ -200,39 +167,10 @@ class Plan:
         return len(self.driving_indices) + int(self.prepend_reference_pose)
 
 
-def _is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://", "file://"))
-
-
-def _synthetic_asset(name: str, smoke: bool) -> Path:
-    """The synthetic example inputs: from the checkout, or drawn again where the package was installed without it."""
-    if (ASSETS / name).is_file():
-        return ASSETS / name
-    from helpers import runtime
-    from helpers.testing.pose import write_dancer_assets
-
-    folder = (smoke_root() if smoke else runtime.drive_root()) / "inputs" / "synthetic"
-    if not (folder / name).is_file():
-        write_dancer_assets(folder)
-    return folder / name
-
-
-def _local_input(value: str, what: str, default: str, smoke: bool, sources: dict) -> Path:
-    value = (value or "").strip()
-    if not value:
-        raise InputError(f"no {what} given: type a path or URL, or upload a file")
-    if _is_url(value):
-        if smoke:  # SMOKE mode never downloads: the synthetic example stands in
-            sources[what] = f"{value} (SMOKE: replaced by the synthetic example)"
-            return _synthetic_asset(Path(default).name, smoke)
-        sources[what] = value
-        return fetch_example(value)
-    if value == default:
-        return _synthetic_asset(Path(default).name, smoke)
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path} — check the path or upload the file again")
-    return path
+def _input(value: str, what: str, bundled: str, smoke: bool, sources: dict) -> Path:
+    """A local file for an input; SMOKE mode never downloads: the bundled example ``bundled`` stands in."""
+    return local_input(value, what, smoke=smoke, sources=sources, stand_in=lambda _url: bundled_asset(bundled, smoke),
+                       missing=f"no {what} given: type a path or URL, or upload a file")
 
 
 def output_size(params: Params) -> tuple[int, int]:
@@ -258,8 +196,8 @@ def plan(params: Params) -> Plan:
         raise InputError("frames must be 0 (all) or at least 2: frame 0 only shows the reference pose")
 
     sources: dict[str, str] = {}
-    reference = _local_input(params.reference_image, "reference image", DEFAULT_REFERENCE, smoke, sources)
-    video = _local_input(params.driving_video, "driving video", DEFAULT_VIDEO, smoke, sources)
+    reference = _input(params.reference_image, "reference image", "reference.png", smoke, sources)
+    video = _input(params.driving_video, "driving video", "dancer.mp4", smoke, sources)
     media.read_image(reference)  # unreadable, corrupt or tiny images fail here
     if video.suffix.lower() in media.IMAGE_SUFFIXES - {".gif"}:
         raise InputError(f"{video.name} is a picture: the driving video must be a video file (mp4, mov, webm)")
@@ -314,10 +252,6 @@ class ControlInputs:
     dwpose_weights: list = field(default_factory=list)
 
 
-def _weights_root(smoke: bool) -> Path | None:
-    return smoke_root() if smoke else None
-
-
 def _pose_cache(video: Path, smoke: bool) -> bool | Path:
     """Keypoints are cached beside the video, except for the bundled examples and in SMOKE mode."""
     if not smoke and ASSETS not in video.resolve().parents:
@@ -327,21 +261,6 @@ def _pose_cache(video: Path, smoke: bool) -> bool | Path:
     base = smoke_root() if smoke else runtime.drive_root()
     key = hashlib.sha256(str(video.resolve()).encode()).hexdigest()[:16]
     return base / "cache" / "pose" / f"{video.stem}-{key}.dwpose.npz"
-
-
-def _open_pose_runner(smoke: bool):
-    from helpers import weights
-    from helpers.pose import DWPoseRunner
-
-    root = _weights_root(smoke)
-    if smoke:
-        from helpers.pose.dwpose import DETECTOR_FILE, DETECTOR_ROLE, WEIGHTS_PACK
-        from helpers.testing.pose import write_tiny_dwpose_pack
-
-        if not (root / "models" / WEIGHTS_PACK / DETECTOR_ROLE / DETECTOR_FILE).is_file():
-            write_tiny_dwpose_pack(root)
-    provenance = [weights.provenance("dwpose", role, root) for role in ("detector", "pose_model")]
-    return DWPoseRunner.from_weights(root=root), provenance
 
 
 def _render(poses, height: int, width: int, stage: str, progress: Progress | None) -> np.ndarray:
@@ -359,9 +278,8 @@ _PREPARED: dict = {}  # the last prepared inputs, so a preview followed by Gener
 
 
 def _prepare_key(p: Plan, params: Params) -> tuple:
-    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (p.reference, p.video))
-    return (stats, p.width, p.height, p.driving_indices, p.prepend_reference_pose, p.detect, p.crop_reference,
-            is_smoke(params))
+    return (file_stamp(p.reference), file_stamp(p.video), p.width, p.height, p.driving_indices,
+            p.prepend_reference_pose, p.detect, p.crop_reference, is_smoke(params))
 
 
 def prepare_control(params: Params, p: Plan | None = None, progress: Progress | None = None) -> ControlInputs:
@@ -379,7 +297,7 @@ def prepare_control(params: Params, p: Plan | None = None, progress: Progress | 
     runner = None
     try:
         if p.prepend_reference_pose or p.detect:
-            runner, out.dwpose_weights = _open_pose_runner(is_smoke(params))
+            runner, out.dwpose_weights = open_dwpose(is_smoke(params))
             out.reference_pose = runner(reference)
         if p.detect:
             out.driving_poses = pose.detect_video(p.video, p.driving_indices, runner=runner,
@@ -444,12 +362,6 @@ class InputPreview:
         print(self.summary())
 
 
-def _over(background: np.ndarray, skeletons: np.ndarray) -> np.ndarray:
-    """Skeletons (black background) drawn over a dimmed picture."""
-    dimmed = (background.astype(np.float32) * 0.5).astype(np.uint8)
-    return np.maximum(dimmed, skeletons)
-
-
 def output_fps(params: Params, p: Plan) -> float:
     return float(params.fps) if params.fps > 0 else round(p.video_fps / params.sample_stride, 3)
 
@@ -471,9 +383,9 @@ def preview_inputs(params: Params, *, progress: Progress | None = None, max_side
         # channels reversed so the colours match the control frames.
         height, width = driving.shape[1:3]
         skeletons = np.stack([draw_pose(d, height, width, style="openpose")[:, :, ::-1] for d in inputs.driving_poses])
-        detected = _over(driving, skeletons)
+        detected = media.dim_under(driving, skeletons)
     reference = media.resize(inputs.reference, (p.width, p.height))
-    overlay = _over(np.broadcast_to(reference, inputs.control.shape), inputs.control)
+    overlay = media.dim_under(np.broadcast_to(reference, inputs.control.shape), inputs.control)
     windows = len(window_schedule(p.num_frames, p.window, p.overlap))
     return InputPreview(plan=p, inputs=inputs, driving=driving, detected=detected, overlay=overlay,
                         fps=output_fps(params, p), windows=windows)
@@ -486,21 +398,10 @@ def _video_model_paths(version: str, smoke: bool):
     from helpers.pipelines.controlnext_svd import ControlNeXtPaths
     from helpers.testing.controlnext import write_tiny_controlnext_packs
 
-    root = _weights_root(smoke)
+    root = weights_root(smoke)
     if smoke:
         write_tiny_controlnext_packs(root, version)  # skips the parts already written
     return ControlNeXtPaths.from_packs(version, root), root
-
-
-def _memory_plan(smoke: bool):
-    import torch
-
-    from helpers import runtime
-
-    chosen = runtime.memory_plan()
-    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
-        return runtime.plan_for(None)  # a rehearsed GPU tier on a CPU machine: SMOKE runs on the CPU
-    return chosen
 
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
@@ -519,7 +420,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         p = plan(params)
     paths, root = _video_model_paths(params.version, smoke)  # before any pose work: missing weights fail fast
-    memory = _memory_plan(smoke)
+    memory = run_memory_plan(smoke)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_control(params, p, progress)

@@ -18,12 +18,7 @@ mp4 + side-by-side preview (poses | result) + JSON sidecar.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,13 +39,13 @@ from helpers.tasks.base import (
     is_smoke,
     output_folder,
     param,
-    smoke_root,
+    run_memory_plan,
+    weights_root,
 )
+from helpers.tasks.inputs import ASSETS, bundled_asset, count_frames, file_stamp, local_input, open_dwpose, read_clip
 
 NAME = "zero_shot_pose_video"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ASSETS = REPO_ROOT / "assets" / "pose"
 DEFAULT_VIDEO = str(ASSETS / "dancer.mp4")
 DEFAULT_FOLDER_FPS = 10.0  # frame folders carry no fps: the original wrote its videos at 10 fps
 SIZE_MULTIPLE = 64
@@ -229,128 +224,13 @@ PRESETS: dict[str, dict] = {
 
 # -------------------------------------------------------------------------------------------------------- inputs
 
-_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
-def expand_url_range(url: str) -> list[str]:
-    """``.../frame_{0000..0002}.png`` → the three URLs (zero-padded like the first bound); other URLs unchanged."""
-    match = _RANGE.search(url)
-    if match is None:
-        return [url]
-    first, last = match.group(1), match.group(2)
-    if int(last) < int(first):
-        raise InputError(f"the frame range {{{first}..{last}}} counts down: write it as {{{last}..{first}}}")
-    return [url[:match.start()] + str(i).zfill(len(first)) + url[match.end():] for i in range(int(first), int(last) + 1)]
-
-
-def _download(url: str, target: Path, timeout: float) -> None:
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc.__class__.__name__
-        raise InputError(f"could not download {target.name} ({reason}): check the internet connection, or download "
-                         f"{url} yourself and give its path") from None
-    partial.replace(target)
-
-
-def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
-    """Download a file, or a numbered frame sequence (``{0000..0025}`` in the URL) into a folder of its own, once,
-    under ``<Drive root>/inputs/examples/`` (or ``folder``). Files already there are reused without network access.
-    """
-    from helpers import runtime
-
-    parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
-    if not parts:
-        raise InputError(f"{url} does not name a file: give the address of a video or of numbered frames")
-    urls = expand_url_range(url)
-    digest = hashlib.sha256(url.encode()).hexdigest()[:8]
-    target_folder = (Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples") / \
-        re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts[-3:-1]) + f"-{digest}")
-    target_folder.mkdir(parents=True, exist_ok=True)
-    targets = [target_folder / Path(urllib.parse.urlsplit(one).path).name for one in urls]
-    for one, target in zip(urls, targets):
-        if not (target.is_file() and target.stat().st_size > 0):
-            _download(one, target, timeout)
-    return target_folder if _RANGE.search(url) else targets[0]
-
-
-def _is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
-
-
-def _bundled_dancer(smoke: bool) -> Path:
-    """The synthetic dancer: from the checkout, or drawn again where the package was installed without assets."""
-    if Path(DEFAULT_VIDEO).is_file():
-        return Path(DEFAULT_VIDEO)
-    from helpers import runtime
-    from helpers.testing.pose import write_dancer_assets
-
-    folder = (smoke_root() if smoke else runtime.drive_root()) / "inputs" / "synthetic"
-    if not (folder / "dancer.mp4").is_file():
-        write_dancer_assets(folder)
-    return folder / "dancer.mp4"
-
-
 def _local_input(value: str, what: str, smoke: bool, notes: dict) -> Path | None:
-    """A path for ``value`` (downloaded when a URL; the bundled dancer in SMOKE mode, which never downloads)."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    if value == DEFAULT_VIDEO:
-        return _bundled_dancer(smoke)
-    if _is_url(value):
-        if smoke:
-            notes[what] = f"SMOKE mode: the bundled dancer instead of {value}"
-            return None if what == "masks" else _bundled_dancer(smoke)
-        notes[what] = value
-        return fetch_input(value)
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise InputError(f"{what} not found: {path} — check the path or upload the file again")
-    return path
+    """A path (file or folder) for ``value``, downloaded when a URL; SMOKE mode never downloads: the bundled dancer
+    stands in for a video, masks are left out."""
+    def stand_in(_url: str) -> Path | None:
+        return None if what == "masks" else bundled_asset("dancer.mp4", smoke)
 
-
-def _frame_files(folder: Path) -> list[Path]:
-    from helpers import media
-
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in media.IMAGE_SUFFIXES)
-
-
-def _count_frames(path: Path, what: str) -> tuple[int, float | None]:
-    """(frames, fps) of a video file or a folder of frames (fps None); InputError when unreadable."""
-    from helpers import media
-
-    if path.is_dir():
-        files = _frame_files(path)
-        if not files:
-            raise InputError(f"{what}: no images in {path} — give a folder of PNG/JPEG frames or a video")
-        return len(files), None
-    if path.suffix.lower() in media.IMAGE_SUFFIXES - {".gif"}:
-        raise InputError(f"{what} {path.name} is a single image: give a video or a folder of frames")
-    info = media.video_info(path)
-    return info.frame_count, info.fps
-
-
-def read_clip(path: Path, count: int, stride: int, what: str) -> np.ndarray:
-    """``count`` frames, every ``stride``-th, of a video or a folder of frames, as ``[F, H, W, 3]`` uint8."""
-    from helpers import media
-
-    if path.is_dir():
-        files = _frame_files(path)[::stride][:count]
-        images = [media.read_image(f) for f in files]
-        if len({i.shape for i in images}) > 1:
-            images = [media.center_crop_resize(i, (images[0].shape[1], images[0].shape[0])) for i in images]
-        frames = np.stack(images)
-    else:
-        frames = media.read_video(path, max_frames=count, stride=stride, min_frames=count).frames
-    if len(frames) < count:
-        raise InputError(f"{what} gave {len(frames)} frames at stride {stride}, {count} needed: ask for fewer frames "
-                         "or lower the stride")
-    return frames
+    return local_input(value, what, smoke=smoke, sources=notes, stand_in=stand_in, folders=True)
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -380,7 +260,7 @@ class Plan:
 
 def _check_count(path: Path, what: str, frames: int, stride: int) -> float | None:
     """Refuse asking for more frames than ``path`` gives at this stride; returns its fps (None for folders)."""
-    count, fps = _count_frames(path, what)
+    count, fps = count_frames(path, what)
     available = math.ceil(count / stride)
     if frames > available:
         raise InputError(f"{frames} frames asked for, but the {what} ({path.name}, {count} frames) gives {available} "
@@ -468,27 +348,13 @@ class PoseInputs:
     detector: str
 
 
-def _weights_root(smoke: bool) -> Path | None:
-    return smoke_root() if smoke else None
-
-
 def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress | None):
     from helpers import weights
     from helpers.pipelines.zero_shot_pose import poses_from_video
     from helpers.pipelines.zero_shot_pose.poses import OPENPOSE_PACK, OPENPOSE_ROLE, openpose_body_detector
 
-    root = _weights_root(smoke)
     if detector == "dwpose":
-        from helpers.pose import DWPoseRunner
-
-        if smoke:
-            from helpers.pose.dwpose import DETECTOR_FILE, DETECTOR_ROLE, WEIGHTS_PACK
-            from helpers.testing.pose import write_tiny_dwpose_pack
-
-            if not (root / "models" / WEIGHTS_PACK / DETECTOR_ROLE / DETECTOR_FILE).is_file():
-                write_tiny_dwpose_pack(root)
-        runner = DWPoseRunner.from_weights(root=root)
-        provenance = [weights.provenance("dwpose", role, root) for role in ("detector", "pose_model")]
+        runner, provenance = open_dwpose(smoke)
     else:
         runner = openpose_body_detector()
         provenance = [weights.provenance(OPENPOSE_PACK, OPENPOSE_ROLE)]
@@ -512,13 +378,6 @@ def _detect(frames: np.ndarray, detector: str, smoke: bool, progress: Progress |
 _PREPARED: dict = {}  # the last prepared inputs: a preview, Generate and a comparison detect only once
 
 
-def _stat(path: Path | None) -> tuple:
-    if path is None:
-        return ()
-    files = _frame_files(path) if path.is_dir() else [path]
-    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-
-
 def prepare_inputs(params: Params, p: Plan | None = None, progress: Progress | None = None) -> PoseInputs:
     """Read, crop and (unless detector is 'none') detect and draw the poses; cached for the same inputs."""
     from helpers import media
@@ -526,7 +385,7 @@ def prepare_inputs(params: Params, p: Plan | None = None, progress: Progress | N
 
     p = p or plan(params)
     smoke = is_smoke(params)
-    key = (_stat(p.driving), _stat(p.source), _stat(p.masks), p.size, p.frames, params.sample_stride,
+    key = (file_stamp(p.driving), file_stamp(p.source), file_stamp(p.masks), p.size, p.frames, params.sample_stride,
            params.detector, smoke)
     if key in _PREPARED:
         return _PREPARED[key]
@@ -568,7 +427,7 @@ class InputPreview:
     def show(self) -> None:
         from helpers import media
 
-        overlay = np.maximum((self.inputs.driving.astype(np.float32) * 0.5).astype(np.uint8), self.inputs.poses)
+        overlay = media.dim_under(self.inputs.driving, self.inputs.poses)
         media.show_video(media.side_by_side(self.inputs.driving, self.inputs.poses, overlay), fps=self.plan.fps,
                          title="driving frames | pose frames | poses over the frames")
         print(self.summary())
@@ -588,29 +447,15 @@ def _model_paths(base_role: str, smoke: bool) -> tuple[Path, Path, Path | None]:
     from helpers import weights
     from helpers.pipelines.zero_shot_pose.loading import BASE_PACK, CONTROLNET_PACK, CONTROLNET_ROLE
 
-    root = _weights_root(smoke)
+    root = weights_root(smoke)
     if smoke:
-        from helpers.testing import common
-        from helpers.testing.zero_shot import TINY_CROSS_ATTENTION_DIM, write_tiny_zero_shot_packs
+        from helpers.testing.zero_shot import write_tiny_zero_shot_packs
 
         models = root / "models"
-        if not (models / CONTROLNET_PACK / CONTROLNET_ROLE / "config.json").is_file():
+        if not ((models / CONTROLNET_PACK / CONTROLNET_ROLE / "config.json").is_file()
+                and (models / BASE_PACK / base_role / "model_index.json").is_file()):
             write_tiny_zero_shot_packs(root)
-        if base_role != "base" and not (models / BASE_PACK / base_role / "model_index.json").is_file():
-            common.write_sd_folder(models / BASE_PACK / base_role, cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
-                                   v_prediction=True, linear_projection=True)
     return weights.resolve(BASE_PACK, base_role, root), weights.resolve(CONTROLNET_PACK, CONTROLNET_ROLE, root), root
-
-
-def _memory_plan(smoke: bool):
-    import torch
-
-    from helpers import runtime
-
-    chosen = runtime.memory_plan()
-    if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
-        return runtime.plan_for(None)  # a rehearsed GPU tier on a CPU machine: SMOKE runs on the CPU
-    return chosen
 
 
 def load_pipeline(base: Path, controlnet: Path, memory):
@@ -675,7 +520,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         p = plan(params)
     base, controlnet, root = _model_paths(p.base_role, smoke)  # before pose work: missing weights fail fast
-    memory = _memory_plan(smoke)
+    memory = run_memory_plan(smoke)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_inputs(params, p, progress)
@@ -693,55 +538,6 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
 
 
 # ----------------------------------------------------------------------------------------------------- comparison
-
-
-def _text_band(text: str, width: int, height: int = 22) -> np.ndarray:
-    """A white band with ``text`` in black, shrunk (then shortened) until it fits."""
-    import cv2
-
-    band = np.full((height, width, 3), 255, np.uint8)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
-    while True:
-        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
-        if text_width <= width - 6 or (scale <= 0.3 and len(text) <= 3):
-            break
-        if scale > 0.3:
-            scale = round(scale - 0.05, 2)
-        else:
-            text = text[:-3] + ".."
-    cv2.putText(band, text, (3, (height + text_height) // 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return band
-
-
-def comparison_grid(clips: Sequence[tuple[str, np.ndarray]], *, columns: int = 3, tile: int = 256,
-                    gap: int = 4) -> np.ndarray:
-    """Labelled videos in a grid, ``columns`` per row: ``[F, H, W, 3]`` uint8 (each tile ``tile`` px wide)."""
-    from helpers import media
-
-    frames, height, width = clips[0][1].shape[:3]
-    tile_height = max(2, round(tile * height / width))
-    tiles = [np.concatenate([np.broadcast_to(_text_band(label, tile), (frames, 22, tile, 3)),
-                             media.resize(video, (tile, tile_height))], axis=1) for label, video in clips]
-    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)  # fill the last row
-    rows = [media.side_by_side(*tiles[i:i + columns], gap=gap) for i in range(0, len(tiles), columns)]
-    spacer = np.full((frames, gap, rows[0].shape[2], 3), 255, np.uint8)
-    return np.concatenate([part for row in rows for part in (spacer, row)][1:], axis=1)
-
-
-def contact_sheet(clips: Sequence[tuple[str, np.ndarray]], *, max_columns: int = 8, thumb: int = 96,
-                  label_width: int = 170) -> np.ndarray:
-    """One image: a row per clip (labelled on the left), a column per sampled frame (``frame k`` on top)."""
-    from helpers import media
-
-    frames, height, width = clips[0][1].shape[:3]
-    picked = np.unique(np.linspace(0, frames - 1, min(frames, max_columns)).round().astype(int))
-    thumb_width = max(2, round(thumb * width / height))
-    header = [_text_band("", label_width)] + [_text_band(f"frame {k}", thumb_width) for k in picked]
-    rows = [np.concatenate(header, axis=1)]
-    for label, video in clips:
-        cells = [_text_band(label, label_width, thumb)] + [media.resize(video[k], (thumb_width, thumb)) for k in picked]
-        rows.append(np.concatenate(cells, axis=1))
-    return np.concatenate(rows, axis=0)
 
 
 def frame_to_frame_change(video: np.ndarray) -> float:
@@ -784,7 +580,7 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
 
     Every technique is checked before anything loads; poses are prepared and the pipeline loaded once.
     """
-    from helpers import runtime
+    from helpers import media, runtime
 
     techniques = list(techniques)
     unknown = [t for t in techniques if t not in TECHNIQUES]
@@ -799,7 +595,7 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
         plans = {t: plan(v) for t, v in variants.items()}
     widest = next((t for t in techniques if plans[t].source is not None), techniques[0])
     base, controlnet, root = _model_paths(plans[widest].base_role, smoke)
-    memory = _memory_plan(smoke)
+    memory = run_memory_plan(smoke)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_inputs(variants[widest], plans[widest], progress)
@@ -815,8 +611,8 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
             if progress is not None:
                 progress("techniques", done + 1, len(techniques))
     clips = [("poses", inputs.poses)] + [(TECHNIQUES[t].label, videos[t]) for t in techniques]
-    grid = comparison_grid(clips, columns=columns, tile=tile)
-    sheet = contact_sheet(clips)
+    grid = media.comparison_grid(clips, columns=columns, tile=tile)
+    sheet = media.contact_sheet(clips)
     change = {t: round(frame_to_frame_change(v), 3) for t, v in videos.items()}
     p = plans[widest]
     meta = _meta(params, p, inputs, memory, base, root)
