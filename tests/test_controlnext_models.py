@@ -29,14 +29,6 @@ OFFICIAL = {"v2": OFFICIAL_V2, "v1": OFFICIAL_V1}
 MANIFEST_SETS = golden_params("controlnext_svd_v2") + golden_params("controlnext_svd_v1")
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny models run fastest single-threaded; on a shared CPU extra threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _manifest(golden_dir) -> tuple[str, dict]:
     path = golden_dir / "keys_full.json"

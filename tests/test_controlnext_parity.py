@@ -29,14 +29,6 @@ V2_SETS = golden_params("controlnext_svd_v2")
 ALL_SETS = V2_SETS + golden_params("controlnext_svd_v1")
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny models run fastest single-threaded; on a shared CPU extra threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- helpers -------------------------------------------------------------------------------------------------------
 def tolerance_for(config: dict, level: str, key: str) -> dict:

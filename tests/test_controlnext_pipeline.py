@@ -24,14 +24,6 @@ SIZE = 64  # pixels; latents are 8×8
 CALL = dict(height=SIZE, width=SIZE, frames_per_window=4, overlap=2, num_inference_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny models run fastest single-threaded; on a shared CPU extra threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- window schedule -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("num_frames", [1, 2, 4, 5, 11, 24, 25, 49, 240])

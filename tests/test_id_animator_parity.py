@@ -105,14 +105,6 @@ def model(request) -> GoldenModel:
     return _MODELS[request.param]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than on a shared, busy CPU; results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # -- the face-adapter layout ---------------------------------------------------------------------------------------
 def test_face_adapter_targets_match_the_original_numbering(model):

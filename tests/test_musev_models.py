@@ -35,13 +35,6 @@ TINY = dict(block_out_channels=(32, 64, 32, 32), cross_attention_dim=32)  # keep
 CPU = dict(device="cpu", dtype=torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in module.state_dict().items()}

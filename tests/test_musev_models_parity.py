@@ -25,14 +25,6 @@ UNET_SECTIONS = {"unet_musev": "musev", "unet_referencenet": "musev_referencenet
 CPU = dict(device="cpu", dtype=torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny models run fastest single-threaded; on a shared CPU extra threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- golden access ---------------------------------------------------------------------------------------------------
 class Golden:

@@ -16,14 +16,6 @@ from helpers.testing.musev import write_tiny_musev_packs
 SMALL = dict(height=64, width=64, num_inference_steps=2, context_frames=4, context_overlap=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def packs(tmp_path_factory):

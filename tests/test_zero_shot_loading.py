@@ -24,14 +24,6 @@ from helpers.testing.zero_shot import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def packs():
     """Tiny packs written where ``weights.resolve`` looks: ``$HV_ROOT/models/...`` (set per test by conftest)."""

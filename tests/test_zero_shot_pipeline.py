@@ -16,14 +16,6 @@ FRAMES = 3
 SIZE = 32  # pixels; the tiny VAE halves it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and the machine is shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
