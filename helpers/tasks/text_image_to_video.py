@@ -64,6 +64,7 @@ SD15_TEXT_WIDTH = 768  # cross-attention width of every SD1.5 model (SD2: 1024, 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet"}
 REFERENCE_ROLES = ("referencenet", "image_encoder", "ip_adapter_image_proj")
+FIRST_FRAME_STEPS = 30  # the original's first-frame generation (text-to-image, guidance 7.5)
 FIRST_FRAME = "generated from the prompt (temporal layers off, 30 steps, guidance 7.5, as the original)"
 
 # SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
@@ -83,7 +84,7 @@ class Params(TaskParams):
         widget="textarea"))
     model: str = field(default="musev_referencenet", metadata=param(
         "musev_referencenet: also ReferenceNet + IP-Adapter on the picture (README's first run, ~12 GB at 512x512); "
-        "musev: temporal layers only (~8 GB)", choices=list(UNET_ROLES)))
+        "musev: temporal layers only (~8 GB)", choices=["musev_referencenet", "musev"]))
     width: int = field(default=0, metadata=param(
         "Video width in px, floored to a multiple of 64 as the original; 0 = from the picture (its shape, shorter "
         f"side {EXAMPLE_SHORT_SIDE} like the original's examples)", min=0, max=2048, step=64))
@@ -581,6 +582,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             time_size=p.time_size, n_batch=p.shots, num_inference_steps=p.steps,
             guidance_scale=params.guidance_scale, motion_speed=params.motion_speed, context_frames=p.window,
             context_overlap=p.overlap, ip_adapter_scale=params.ip_adapter_scale,
+            first_frame_steps=min(FIRST_FRAME_STEPS, p.steps) if smoke else FIRST_FRAME_STEPS,
             generator=torch.Generator("cpu").manual_seed(params.seed), output_type="np",
             decode_chunk_size=memory.vae_decode_chunk, progress=progress)
     frames, output_notes = output.frames, list(output.notes)
