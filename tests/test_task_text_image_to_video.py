@@ -377,6 +377,22 @@ def test_own_base_model_folder_and_file(shared_smoke, tmp_path):
     assert meta["base_model"] == file and any("text encoder and scheduler: the MuseV pack's" in n for n in meta["notes"])
 
 
+def test_t4_plan_with_an_own_base_model_gives_the_same_video(shared_smoke, monkeypatch):
+    """Model CPU offload (the T4 plan's knob, rehearsed on the CPU), enabled after an own base model is swapped in,
+    changes nothing but where the models wait."""
+    from helpers import runtime
+
+    reference = task.run(task.Params(smoke=True, seed=8, model="musev"))
+    rehearsal = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="t4-rehearsal", gpu_name="CPU",
+                                   gpu_total_gb=0.0, offload="model", vae_decode_chunk=2)
+    monkeypatch.setattr(task, "run_memory_plan", lambda smoke: rehearsal)
+    result = task.run(task.Params(smoke=True, seed=8, model="musev", base_model=str(_pack_base(shared_smoke))))
+    np.testing.assert_array_equal(result.frames, reference.frames)
+    pipe, _ = next(iter(base._MODEL_CACHE.values()))
+    assert hasattr(pipe.unet, "_hf_hook") and hasattr(pipe.text_encoder, "_hf_hook")  # offload hooks in place
+    assert json.loads(result.sidecar_path.read_text())["memory_plan"]["offload"] == "model"
+
+
 def test_smoke_runs_the_tiny_base_model_for_a_real_sd15_file(tmp_path):
     file = _safetensors(tmp_path / "community.safetensors", {DIFFUSERS_KEY: torch.zeros(320, 768)})
     p = task.plan(task.Params(smoke=True, base_model=file))
