@@ -198,18 +198,12 @@ class Plan:
     notes: tuple
 
     @property
-    def output_frames(self) -> int:
-        """Frames in the video: the condition frame, then every generated one."""
-        return 1 + sum(last - first + 1 for first, last in _frames_of_shots(self.windows))
+    def output_frames(self) -> int:  # frame 0, then every generated frame
+        return 2 + self.windows[-1][-1][1]
 
     @property
-    def unet_calls(self) -> int:
-        """UNet calls of the video (one window at one step; both guidance halves in one call)."""
+    def unet_calls(self) -> int:  # one window at one step, both guidance halves in one call
         return self.steps * sum(len(shot) for shot in self.windows)
-
-
-def _frames_of_shots(windows) -> list[tuple[int, int]]:
-    return [(shot[0][0], shot[-1][1]) for shot in windows]
 
 
 def output_size(width: int, height: int, image_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -229,18 +223,6 @@ def output_size(width: int, height: int, image_hw: tuple[int, int] | None) -> tu
     return out_w, out_h
 
 
-def _image_input(params: Params, smoke: bool, sources: dict) -> Path | None:
-    from helpers import media
-
-    path = local_input(params.condition_image, "condition image", smoke=smoke, sources=sources,
-                       stand_in=lambda _url: bundled_asset("reference.png", smoke))
-    if path is None:
-        return None
-    if path.suffix.lower() in media.VIDEO_SUFFIXES - {".gif"}:
-        raise InputError(f"{path.name} is a video: the condition image must be a picture (PNG or JPEG)")
-    return path
-
-
 def plan(params: Params) -> Plan:
     """Check every setting and input (downloading example URLs); raise ``InputError`` on the first problem.
 
@@ -256,7 +238,10 @@ def plan(params: Params) -> Plan:
         raise InputError(f"overlap ({params.overlap}) must be smaller than window ({params.window}): windows must move "
                          "forward (published: window 12, overlap 4)")
     sources: dict[str, str] = {}
-    image = _image_input(params, smoke, sources)
+    image = local_input(params.condition_image, "condition image", smoke=smoke, sources=sources,
+                        stand_in=lambda _url: bundled_asset("reference.png", smoke))
+    if image is not None and image.suffix.lower() in media.VIDEO_SUFFIXES - {".gif"}:
+        raise InputError(f"{image.name} is a video: the condition image must be a picture (PNG or JPEG)")
     image_hw = media.read_image(image).shape[:2] if image is not None else None  # unreadable pictures fail here
     if image is None and params.frames < 2:
         raise InputError("without a condition image the first frame is generated: ask for at least 2 frames")
@@ -281,7 +266,7 @@ def plan(params: Params) -> Plan:
     for shot in range(shots):
         # a generated first frame counts toward the first shot's frames, as in the original
         count = time_size - 1 if (shot == 0 and image is None) else time_size
-        offset = sum(last - first + 1 for first, last in _frames_of_shots(windows))
+        offset = windows[-1][-1][1] + 1 if windows else 0
         windows.append(tuple((offset + w[0], offset + w[-1]) for w in context_windows(count, window, overlap)))
     return Plan(image=image, prompt=prompt, width=width, height=height, time_size=time_size, shots=shots,
                 window=window, overlap=overlap, steps=steps, windows=tuple(windows), base_model=base,
