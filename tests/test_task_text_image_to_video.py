@@ -284,7 +284,8 @@ def test_smoke_run_end_to_end(variant, monkeypatch):
     result = task.run(task.Params(smoke=True, seed=3, model=variant), progress=lambda *tick: ticks.append(tick))
     denoise = [t for t in ticks if t[0] == "denoise"]
     assert len(denoise) == 4 and denoise[-1] == ("denoise", 4, 4)  # 2 windows x 2 steps, one tick per UNet call
-    assert {"load", "denoise", "decode", "save"} <= {t[0] for t in ticks}
+    assert {"weights", "load", "denoise", "decode", "save"} <= {t[0] for t in ticks}
+    assert ("weights", len(ROLES[variant]) - 2, len(ROLES[variant]) - 2) in ticks  # vae and embeddings are optional
 
     assert result.frames.shape == (7, 128, 64, 3) and result.fps == 12.0  # frame 0 + 6 generated, portrait
     assert media.read_video(result.video_path).frames.shape == (7, 128, 64, 3)

@@ -546,8 +546,11 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         root = _packs_root(smoke)
     variant = params.model
     with timings.stage("weights"):  # missing weights fail here; pickles are converted to fp16 once
-        for role in (UNET_ROLES[variant], "base_model", *(REFERENCE_ROLES if variant != "musev" else ())):
+        roles = (UNET_ROLES[variant], "base_model", *(REFERENCE_ROLES if variant != "musev" else ()))
+        for done, role in enumerate(roles, 1):
             weights.resolve("musev", role, root)
+            if progress is not None:
+                progress("weights", done, len(roles))
     memory = run_memory_plan(smoke)
     runtime.reset_peak_memory()
 
