@@ -24,6 +24,7 @@ from browser import form_checks, notebooks
 REPO = Path(__file__).resolve().parents[1]
 FAKE_COLAB = Path(__file__).resolve().parent / "browser" / "fake_colab"
 SECRET_TOKEN = "hf_colabSecretToken0123456789"
+CELL_TIMEOUT_S = 300  # a SMOKE cell takes seconds; a stuck one fails with its cell named instead of eating the run
 EXPECTED_CONTROLS = {
     "frames": "IntSlider", "brightness": "FloatSlider", "shape": "Dropdown", "prompt": "Textarea",
     "image": "FileField", "fps": "FloatSlider", "loop": "Checkbox", "width": "IntSlider",
@@ -68,7 +69,8 @@ def test_task_form_in_a_kernel(widgets, request, tmp_path, monkeypatch):
     monkeypatch.setenv("HV_SMOKE_ROOT", str(tmp_path / "smoke"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = form_checks.notebook(str(REPO / "tests"))
-    client = NotebookClient(nb, kernel_name=_kernel_for(python, tmp_path / "jupyter", monkeypatch), timeout=300,
+    client = NotebookClient(nb, kernel_name=_kernel_for(python, tmp_path / "jupyter", monkeypatch),
+                            timeout=CELL_TIMEOUT_S,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     nbformat.write(nb, tmp_path / f"form_checks_{widgets}.ipynb")
@@ -151,7 +153,7 @@ def test_notebook_under_fake_colab(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     executed = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(str(source), str(executed), parameters={"SMOKE": True}, cwd=str(source.parent),
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
 
     text = executed.read_text()
     assert SECRET_TOKEN not in text, f"{name}: the HF token from Colab secrets leaked into the executed notebook"

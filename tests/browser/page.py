@@ -194,9 +194,15 @@ class TaskFormView:
 
     # ---- the action
     def shown_sidecar(self) -> Path | None:
-        """The JSON sidecar path the output area names after a successful run."""
-        match = re.search(r"(\S+\.json)\b", self.output.inner_text()) if self.output.count() else None
-        return Path(match.group(1)) if match else None
+        """The JSON sidecar the output area names after a successful run (a full path, or a file name followed by
+        ``in <folder>``)."""
+        text = self.output.inner_text() if self.output.count() else ""
+        match = re.search(r"(\S+\.json)\b", text)
+        if not match:
+            return None
+        path = Path(match.group(1))
+        folder = re.search(r"\bin (/\S+)", text)
+        return path if path.is_absolute() or not folder else Path(folder.group(1)) / path
 
     def error_line(self) -> str | None:
         errors = self.root.locator(".hv-error")
