@@ -256,6 +256,21 @@ def test_single_file_base_model_in_the_original_layout(tmp_path):
         assert torch.equal(loaded[key], other[key]), key
 
 
+def test_original_ckpt_base_model_with_its_weights_under_state_dict(tmp_path):
+    """An original LDM ``.ckpt``: ``{"state_dict": {"model.diffusion_model.*": ...}, "global_step": ...}``."""
+    model = _tiny_unet("musev")
+    other = _tiny_unet("musev", seed=5).state_dict()
+    spatial = spatial_keys(model.config)
+    up_attention = ["CrossAttn" in t for t in model.config.up_block_types]
+    ldm = {_ldm_unet_name(k, model.config.layers_per_block, up_attention): other[k].clone() for k in spatial}
+    ldm["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(4)  # skipped
+    checkpoint = tmp_path / "sd15_original.ckpt"
+    torch.save({"state_dict": ldm, "global_step": 840000, "epoch": 6}, checkpoint)
+    loaded = load_musev_unet(_write_unet(tmp_path / "unet", model), base_model=checkpoint, **CPU).state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded[key], other[key] if key in spatial else value), key
+
+
 def test_referencenet_and_projection_strict_errors(tmp_path):
     torch.manual_seed(0)
     config = {**REFERENCENET_SD15_CONFIG, **TINY}

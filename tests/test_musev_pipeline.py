@@ -3,15 +3,24 @@ shapes, progress, seeds, windows, serial shots, first-frame generation, chunked 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from helpers.errors import InputError, MissingWeightsError
+from helpers.pipelines.musev.loading import spatial_keys
 from helpers.pipelines.musev.noise import add_condition_prior, initial_video_noise, video_fusion_noise
-from helpers.pipelines.musev.pipeline import MuseVPipeline, check_video_request, load_musev_pipeline, video_size
+from helpers.pipelines.musev.pipeline import (
+    MuseVPipeline,
+    base_model_parts,
+    check_video_request,
+    load_musev_pipeline,
+    video_size,
+)
 from helpers.pipelines.musev.prompts import NEGATIVE_PROMPT_V2
-from helpers.testing.musev import write_tiny_musev_packs
+from helpers.testing.musev import write_tiny_base_model, write_tiny_musev_packs
 
 SMALL = dict(height=64, width=64, num_inference_steps=2, context_frames=4, context_overlap=2)
 
@@ -221,11 +230,52 @@ def test_checks_run_without_a_pipeline():
         check_video_request(time_size=12, context_frames=8, context_overlap=8)
 
 
+def test_own_base_model_is_loaded_directly_and_needs_no_majicmix(packs, pipes, tmp_path):
+    """A diffusers folder gives the UNet's spatial weights, the text encoder, tokenizer and scheduler config; the
+    pack's majicmix is then never read (here: not on disk). The ReferenceNet stays MuseV's own."""
+    from safetensors.torch import load_file
+
+    root = tmp_path / "root"
+    shutil.copytree(packs, root, ignore=lambda folder, _names: ["base_model"] if folder.endswith("musev") else [])
+    own = write_tiny_base_model(tmp_path / "own", seed=31)
+    assert base_model_parts(own) == ("unet", "text_encoder", "scheduler", "vae")
+    pipe = load_musev_pipeline("musev_referencenet", root=root, base_model=own, device="cpu", dtype=torch.float32)
+    unet, own_unet = pipe.unet.state_dict(), load_file(str(own / "unet" / "diffusion_pytorch_model.safetensors"))
+    spatial = spatial_keys(pipe.unet.config)
+    assert set(own_unet) == set(spatial)
+    for key in spatial:
+        torch.testing.assert_close(unet[key], own_unet[key], rtol=0, atol=0)
+    pack_unet = pipes["musev_referencenet"].unet.state_dict()
+    for key in set(unet) - set(spatial):  # the temporal, fusion and IP layers are MuseV's
+        torch.testing.assert_close(unet[key], pack_unet[key], rtol=0, atol=0)
+    assert not torch.equal(unet["conv_in.weight"], pack_unet["conv_in.weight"])
+    own_text = load_file(str(own / "text_encoder" / "model.safetensors"))
+    for key, value in pipe.text_encoder.state_dict().items():
+        if key in own_text:  # the token table also holds the textual inversions, after the tokenizer's own rows
+            rows = pipe.tokenizer.convert_tokens_to_ids("badhandv4") if "token_embedding" in key else len(value)
+            torch.testing.assert_close(value[:rows], own_text[key][:rows], rtol=0, atol=0)
+    for key, value in pipes["musev_referencenet"].referencenet.state_dict().items():
+        torch.testing.assert_close(pipe.referencenet.state_dict()[key], value, rtol=0, atol=0)
+    assert {"badhandv4", "ng_deepnegative_v1_75t"} <= set(pipe.tokenizer.get_vocab())  # negatives on its tokenizer
+
+    # One file gives the UNet only: the text encoder and scheduler come from majicmix, which must then be there.
+    single_file = own / "unet" / "diffusion_pytorch_model.safetensors"
+    assert base_model_parts(single_file) == ("unet",)
+    with pytest.raises(MissingWeightsError, match="base_model"):
+        load_musev_pipeline("musev", root=root, base_model=single_file, device="cpu", dtype=torch.float32)
+    pipe = load_musev_pipeline("musev", root=packs, base_model=single_file, device="cpu", dtype=torch.float32)
+    torch.testing.assert_close(pipe.unet.state_dict()["conv_in.weight"], own_unet["conv_in.weight"], rtol=0, atol=0)
+    for key, value in pipes["musev"].text_encoder.state_dict().items():
+        torch.testing.assert_close(pipe.text_encoder.state_dict()[key], value, rtol=0, atol=0)
+
+
 def test_loading_errors(tmp_path):
     with pytest.raises(InputError, match="unknown MuseV model"):
         load_musev_pipeline("musev_xl", root=tmp_path)
     with pytest.raises(MissingWeightsError):
         load_musev_pipeline("musev", root=tmp_path, device="cpu")
+    with pytest.raises(InputError, match="base model not found"):
+        load_musev_pipeline("musev", root=tmp_path, base_model=tmp_path / "gone.safetensors", device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -109,9 +109,6 @@ def _bad_inputs(tmp_path, case: str) -> dict:
             "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320)})}
     if case == "SDXL as base model":
         return {"base_model": _safetensors(tmp_path / "sdxl.safetensors", {DIFFUSERS_KEY: torch.zeros(320, 2048)})}
-    if case == "wrapped ckpt":
-        torch.save({"state_dict": {LDM_KEY: torch.zeros(320, 768)}, "global_step": 1}, tmp_path / "old.ckpt")
-        return {"base_model": str(tmp_path / "old.ckpt")}
     if case == "folder that is no model":
         (tmp_path / "photos").mkdir()
         return {"base_model": str(tmp_path / "photos")}
@@ -136,7 +133,6 @@ BAD_INPUTS = {
     "base model of unknown format": "unknown format .onnx",
     "LoRA as base model": "holds no SD1.5 UNet",
     "SDXL as base model": "is an SDXL model: MuseV needs an SD1.5 model",
-    "wrapped ckpt": "keeps its weights under 'state_dict'",
     "folder that is no model": "is not a diffusers SD1.5 folder",
 }
 
@@ -379,7 +375,7 @@ def test_own_base_model_folder_and_file(shared_smoke, tmp_path):
 
 
 def test_t4_plan_with_an_own_base_model_gives_the_same_video(shared_smoke, monkeypatch):
-    """Model CPU offload (the T4 plan's knob, rehearsed on the CPU), enabled after an own base model is swapped in,
+    """Model CPU offload (the T4 plan's knob, rehearsed on the CPU) on a pipeline loaded with an own base model
     changes nothing but where the models wait."""
     from helpers import runtime
 
@@ -402,6 +398,33 @@ def test_smoke_runs_the_tiny_base_model_for_a_real_sd15_file(tmp_path):
         task.plan(task.Params(smoke=True, base_model=_safetensors(tmp_path / "sd2.safetensors",
                                                                   {LDM_KEY: torch.zeros(320, 1024)})))
     assert task.plan(task.Params(base_model=file)).base_model == Path(file)  # a real run takes it
+    # an original .ckpt keeps its weights under "state_dict": accepted like any SD1.5 file
+    torch.save({"state_dict": {LDM_KEY: torch.zeros(320, 768)}, "global_step": 1}, tmp_path / "old.ckpt")
+    assert task.plan(task.Params(base_model=str(tmp_path / "old.ckpt"))).base_model == tmp_path / "old.ckpt"
+
+
+def test_original_ckpt_base_model_runs(tmp_path):
+    """A tiny SD1.5 model saved as an original (LDM) .ckpt, weights under "state_dict": its spatial weights end up in
+    the video UNet; text encoder and scheduler come from the pack."""
+    from safetensors.torch import load_file
+    from test_musev_models import _ldm_unet_name
+
+    other = tiny.write_tiny_base_model(tmp_path / "other", seed=22)
+    unet_weights = load_file(str(other / "unet" / "diffusion_pytorch_model.safetensors"))
+    config = json.loads((other / "unet" / "config.json").read_text())
+    up_attention = ["CrossAttn" in t for t in config["up_block_types"]]
+    ldm = {_ldm_unet_name(k, config["layers_per_block"], up_attention): v for k, v in unet_weights.items()}
+    checkpoint = tmp_path / "other.ckpt"
+    torch.save({"state_dict": ldm, "global_step": 1}, checkpoint)
+    result = task.run(task.Params(smoke=True, seed=7, model="musev", base_model=str(checkpoint)))
+    pipe, _ = base._MODEL_CACHE[next(k for k in base._MODEL_CACHE if str(checkpoint.resolve()) in k)]
+    unet = pipe.unet.state_dict()
+    for key, value in unet_weights.items():
+        torch.testing.assert_close(unet[key], value, rtol=0, atol=0)
+    meta = json.loads(result.sidecar_path.read_text())
+    assert meta["base_model"] == str(checkpoint)
+    assert meta["notes"] == ["text encoder and scheduler: the MuseV pack's majicmix (the base model has none of its own)"]
+    assert "base_model" in {w["role"] for w in meta["weights"] if w["pack"] == "musev"}  # the pack's text encoder
 
 
 # -- the non-SMOKE path ---------------------------------------------------------------------------------------------
@@ -442,6 +465,19 @@ def test_form_builds_and_presets_fill_it():
     assert params.smoke and params.prompt.endswith("peaceful beautiful sea scene")
     form.preset.value = "(defaults)"
     assert form.params().condition_image == task.DEFAULT_IMAGE and form.params().width == 0
+
+
+def test_task_module_and_its_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, helpers.tasks.text_image_to_video as task; from helpers import __main__ as cli\n"
+            "try:\n    cli.main(['text_image_to_video', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'diffusers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(task.__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"
 
 
 def test_cli_help_lists_every_parameter(capsys):

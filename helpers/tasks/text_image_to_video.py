@@ -303,13 +303,12 @@ def _text_width(path: Path) -> int:
 
             with safe_open(str(path), framework="pt") as handle:
                 shapes = {k: handle.get_slice(k).get_shape() for k in _CROSS_ATTENTION_KEYS if k in handle.keys()}
-                wrapped = False
         elif suffix in PICKLE_SUFFIXES:
             import torch
 
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            wrapped = isinstance(state, dict) and isinstance(state.get("state_dict"), dict)
-            state = state["state_dict"] if wrapped else state
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # an original LDM .ckpt
+                state = state["state_dict"]
             shapes = {k: list(state[k].shape) for k in _CROSS_ATTENTION_KEYS if isinstance(state, dict) and k in state}
         else:
             raise InputError(f"{what}: unknown format {suffix or '(no suffix)'}: give a diffusers folder or a "
@@ -321,9 +320,6 @@ def _text_width(path: Path) -> int:
                          "diffusers folder") from None
     if not shapes:
         raise InputError(f"{what} holds no SD1.5 UNet (a LoRA or an SDXL/SD2 file?): give a full SD1.5 model")
-    if wrapped:
-        raise InputError(f"{what} keeps its weights under 'state_dict', which the MuseV loader does not read: "
-                         "save it as .safetensors first")
     return int(next(iter(shapes.values()))[1])
 
 
@@ -350,46 +346,26 @@ def _base_model(value: str, smoke: bool) -> tuple[Path | None, str | None]:
     return path, None
 
 
-def _use_base_model(pipe, base: Path, root: Path | None) -> list[str]:
-    """Give the loaded pipeline the spatial UNet weights of an own SD1.5 model (checked strictly) and, from a
-    diffusers folder, its text encoder, tokenizer and scheduler config, as the original loads any base model."""
-    import torch
-    from diffusers import EulerDiscreteScheduler
-    from transformers import CLIPTextModel, CLIPTokenizer
+_PART_NAMES = {"text_encoder": "text encoder", "scheduler": "scheduler", "vae": "VAE"}
 
+
+def _pack_base_parts(base: Path | None, root: Path | None) -> list[str]:
+    """The parts the pack's majicmix gives the pipeline: all of them without an own base model, else what the own
+    one lacks (a single file has only a UNet; its VAE matters only when sd-vae-ft-mse is absent)."""
     from helpers import weights
-    from helpers.errors import MissingWeightsError, StrictLoadError
-    from helpers.pipelines.musev.loading import read_base_unet_state_dict, spatial_keys
-    from helpers.pipelines.musev.prompts import load_negative_embeddings
+    from helpers.errors import MissingWeightsError
+    from helpers.pipelines.musev.pipeline import BASE_MODEL_PARTS, base_model_parts
 
-    expected = spatial_keys(pipe.unet.config)
-    tensors = read_base_unet_state_dict(base, pipe.unet.config)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = sorted(f"{k} {tuple(v.shape)} vs {expected[k]}" for k, v in tensors.items()
-                        if k in expected and tuple(v.shape) != tuple(expected[k]))
-    if missing or unexpected or mismatched:
-        raise StrictLoadError(f"SD1.5 base model {base}", missing, unexpected, mismatched)
-    own = pipe.unet.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for key, tensor in tensors.items():
-            own[key].copy_(tensor)
-    folder = base if (base / "unet").is_dir() else None
-    if folder is None or not (folder / "text_encoder" / "config.json").is_file():
-        return ["text encoder and scheduler: the MuseV pack's majicmix (the base model has none of its own)"]
-    old = pipe.text_encoder
-    text_encoder = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", torch_dtype=old.dtype)
-    pipe.register_modules(text_encoder=text_encoder.to(old.device).eval().requires_grad_(False),
-                          tokenizer=CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer"))
-    if (folder / "scheduler" / "scheduler_config.json").is_file():
-        config = EulerDiscreteScheduler.load_config(str(folder), subfolder="scheduler")
-        pipe.register_modules(scheduler=EulerDiscreteScheduler.from_config(config))
-    try:
-        embeddings = weights.resolve("musev", "negative_embeddings", root)
-    except MissingWeightsError:
-        embeddings = None
-    load_negative_embeddings(pipe, embeddings)
-    return []
+    if base is None:
+        return list(BASE_MODEL_PARTS)
+    own = base_model_parts(base)
+    parts = [part for part in ("text_encoder", "scheduler") if part not in own]
+    if "vae" not in own:
+        try:
+            weights.resolve("musev", "vae", root)
+        except MissingWeightsError:
+            parts.append("vae")
+    return parts
 
 
 # ------------------------------------------------------------------------------------------------------- preview
@@ -494,20 +470,18 @@ def _packs_root(smoke: bool) -> Path | None:
 
 
 def _load(variant: str, base: Path | None, root: Path | None, memory):
-    """Load the pipeline placed as the memory plan says; an own base model replaces majicmix's parts first."""
+    """Load the pipeline placed as the memory plan says, on an own base model when given; notes for the sidecar."""
     from helpers.pipelines.musev.pipeline import load_musev_pipeline
 
+    pipe = load_musev_pipeline(variant, root=root, base_model=base, device=memory.device, dtype=memory.dtype,
+                               offload=memory.offload)
     if base is None:
-        return load_musev_pipeline(variant, root=root, device=memory.device, dtype=memory.dtype,
-                                   offload=memory.offload), []
-    device = "cpu" if memory.offload != "none" else memory.device  # offload hooks move the models later
-    pipe = load_musev_pipeline(variant, root=root, device=device, dtype=memory.dtype, offload="none")
-    notes = _use_base_model(pipe, base, root)
-    if memory.offload == "model":
-        pipe.enable_model_cpu_offload(device=memory.device)
-    elif memory.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=memory.device)
-    return pipe, notes
+        return pipe, []
+    names = [_PART_NAMES[part] for part in _pack_base_parts(base, root)]
+    if not names:
+        return pipe, []
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return pipe, [f"{listed}: the MuseV pack's majicmix (the base model has none of its own)"]
 
 
 def _provenance(variant: str, base: Path | None, root: Path | None) -> list[dict]:
@@ -515,7 +489,7 @@ def _provenance(variant: str, base: Path | None, root: Path | None) -> list[dict
     from helpers.errors import MissingWeightsError
 
     roles = [UNET_ROLES[variant], *(REFERENCE_ROLES if variant == "musev_referencenet" else ())]
-    roles += ["base_model"] if base is None else []
+    roles += ["base_model"] if _pack_base_parts(base, root) else []
     for role in ("vae", "negative_embeddings"):  # optional: the base's VAE / no embeddings otherwise
         try:
             weights.resolve("musev", role, root)
@@ -546,7 +520,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         root = _packs_root(smoke)
     variant = params.model
     with timings.stage("weights"):  # missing weights fail here; pickles are converted to fp16 once
-        roles = (UNET_ROLES[variant], "base_model", *(REFERENCE_ROLES if variant != "musev" else ()))
+        pack_base = ("base_model",) if _pack_base_parts(p.base_model, root) else ()  # not needed beside an own one
+        roles = (UNET_ROLES[variant], *pack_base, *(REFERENCE_ROLES if variant != "musev" else ()))
         for done, role in enumerate(roles, 1):
             weights.resolve("musev", role, root)
             if progress is not None:

@@ -7,7 +7,8 @@
 
 The video UNet is loaded like the original does it: first the MuseV file (temporal layers, frame embedding, fusion and
 IP-Adapter layers, and a copy of SD1.5 spatial weights), then the spatial weights of the chosen SD1.5 base model
-(a diffusers folder, its ``unet`` folder, or a single file in diffusers or original LDM layout) replace the copy.
+(a diffusers folder, its ``unet`` folder, or a single file in diffusers or original LDM layout, an LDM ``.ckpt``
+with its weights under ``state_dict`` included) replace the copy.
 Only the tensors that end up in the model are read. Every mismatch of names or shapes raises
 ``helpers.errors.StrictLoadError`` listing the keys. Models are built on the meta device and receive their tensors
 directly, so no random initialisation runs and no memory is spent twice.
@@ -100,6 +101,8 @@ class _Checkpoint:
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a pickle, nested dicts flattened with ``.``. An original (LDM) ``.ckpt`` keeps its weights
+    under a top-level ``state_dict`` (beside ``global_step`` and the like): that container is what is read."""
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -110,6 +113,8 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as err:
         raise WeightsError(f"{path.name} holds Python objects other than tensors and was not loaded (unsafe pickle): "
                            f"download the official file again.") from err
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
     tensors: dict[str, torch.Tensor] = {}
     _flatten(obj, "", tensors)
     return tensors

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -485,18 +486,48 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
               "musev_referencenet_pose": "unet_referencenet_pose"}
 IMAGE_PROJ_ROLES = {"musev_referencenet": "ip_adapter_image_proj", "musev_referencenet_pose": "ip_adapter_image_proj_pose"}
+BASE_MODEL_PARTS = ("unet", "text_encoder", "scheduler", "vae")  # the parts an SD1.5 base model can give the pipeline
 
 
-def load_musev_pipeline(variant: str = "musev", *, root=None, device=None, dtype: torch.dtype | None = None,
-                        offload: str = "none") -> MuseVPipeline:
+def base_model_parts(base_model: Path | str | None) -> tuple[str, ...]:
+    """The parts an own SD1.5 base model gives the pipeline (the rest comes from the ``musev`` pack's majicmix).
+
+    Always the UNet's spatial weights; from a diffusers pipeline folder also the text encoder with its tokenizer,
+    the scheduler config and the VAE (used only when ``sd-vae-ft-mse`` is absent), each when it is there. A single
+    file, or a UNet folder, gives the UNet only. ``None`` (majicmix itself) gives every part.
+
+    >>> base_model_parts("my_model.safetensors")
+    ('unet',)
+    """
+    if base_model is None:
+        return BASE_MODEL_PARTS
+    folder = Path(base_model).expanduser()
+    if not (folder / "unet").is_dir():
+        return ("unet",)
+    present = {
+        "text_encoder": (folder / "text_encoder" / "config.json").is_file() and (folder / "tokenizer").is_dir(),
+        "scheduler": (folder / "scheduler" / "scheduler_config.json").is_file(),
+        "vae": (folder / "vae" / "config.json").is_file(),
+    }
+    return ("unet", *(part for part, found in present.items() if found))
+
+
+def load_musev_pipeline(variant: str = "musev", *, root=None, base_model: Path | str | None = None, device=None,
+                        dtype: torch.dtype | None = None, offload: str = "none") -> MuseVPipeline:
     """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
 
-    The video UNet gets the base model's (majicmixRealv6Fp16) spatial weights, as in the original; the VAE is
-    ``sd-vae-ft-mse`` (the base model's own VAE when that role is absent); the scheduler is Euler built from the base
-    model's scheduler config; the textual-inversion negatives are loaded when present. ``offload``: ``"none"``,
-    ``"model"`` or ``"sequential"`` (accelerate CPU offload, for small GPUs; see ``runtime.MemoryPlan``).
+    The video UNet gets the spatial weights of the SD1.5 base model, as in the original: ``base_model`` (a diffusers
+    folder, a UNet folder, or one ``.safetensors``/``.ckpt`` file in diffusers or original LDM layout), else the
+    pack's majicmixRealv6Fp16. Text encoder, tokenizer and scheduler config come from the base model when it is a
+    diffusers folder that has them, else from the pack's majicmix (see :func:`base_model_parts`), which is then the
+    only reason to read it. The ReferenceNet is MuseV's own (the original never overwrites it). The VAE is
+    ``sd-vae-ft-mse`` (the base model's own VAE when that role is absent); the scheduler is Euler built from the
+    base model's scheduler config; the textual-inversion negatives are loaded when present. ``offload``:
+    ``"none"``, ``"model"`` or ``"sequential"`` (accelerate CPU offload, for small GPUs; see
+    ``runtime.MemoryPlan``).
 
     >>> pipe = load_musev_pipeline("musev_referencenet", offload=runtime.memory_plan().offload)
+    >>> pipe = load_musev_pipeline("musev", base_model="/content/drive/MyDrive/models/realisticVision_v51")
     """
     from diffusers import AutoencoderKL, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
@@ -521,17 +552,33 @@ def load_musev_pipeline(variant: str = "musev", *, root=None, device=None, dtype
     def resolve(role: str):
         return weights.resolve("musev", role, root)
 
-    base = resolve("base_model")
-    unet = load_musev_unet(resolve(UNET_ROLES[variant]), base_model=base, variant=variant, device=load_device,
-                           dtype=dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(str(base), subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(str(base), subfolder="text_encoder")
+    own = Path(base_model).expanduser() if base_model is not None else None
+    if own is not None and not own.exists():
+        raise InputError(f"base model not found: {own} — give the path of an SD1.5 model folder or file, or None "
+                         "for the pack's majicmix")
+    parts = base_model_parts(own)
+    pack_base = None
+
+    def source(part: str):
+        """The folder that supplies ``part``: the own base model when it has it, else the pack's majicmix."""
+        nonlocal pack_base
+        if part in parts and own is not None:
+            return own
+        if pack_base is None:
+            pack_base = resolve("base_model")
+        return pack_base
+
+    unet = load_musev_unet(resolve(UNET_ROLES[variant]), base_model=source("unet"), variant=variant,
+                           device=load_device, dtype=dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(str(source("text_encoder")), subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(str(source("text_encoder")), subfolder="text_encoder")
     try:
         vae = AutoencoderKL.from_pretrained(str(resolve("vae")), torch_dtype=dtype)
     except MissingWeightsError:
         logger.warning("sd-vae-ft-mse not found: using the base model's own VAE")
-        vae = AutoencoderKL.from_pretrained(str(base), subfolder="vae", torch_dtype=dtype)
-    scheduler = EulerDiscreteScheduler.from_config(EulerDiscreteScheduler.load_config(str(base), subfolder="scheduler"))
+        vae = AutoencoderKL.from_pretrained(str(source("vae")), subfolder="vae", torch_dtype=dtype)
+    scheduler_config = EulerDiscreteScheduler.load_config(str(source("scheduler")), subfolder="scheduler")
+    scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
     extras: dict = {}
     if variant in IMAGE_PROJ_ROLES:
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(resolve("image_encoder")))
@@ -556,7 +603,8 @@ def load_musev_pipeline(variant: str = "musev", *, root=None, device=None, dtype
     except MissingWeightsError:
         embeddings = None
     loaded = load_negative_embeddings(pipe, embeddings)
-    logger.info("MuseV %s on %s/%s; textual-inversion negatives: %s", variant, device, dtype, loaded or "none")
+    logger.info("MuseV %s on %s/%s; base model %s; textual-inversion negatives: %s", variant, device, dtype,
+                own or "majicmix (pack)", loaded or "none")
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "sequential":

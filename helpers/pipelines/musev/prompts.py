@@ -30,10 +30,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from helpers.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the task modules and their --help stay light
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -142,30 +144,32 @@ def _chunk_count(*token_counts: int, max_chunks: int = MAX_CHUNKS) -> int:
     return max(1, min(max_chunks, -(-longest // CHUNK_TOKENS)))
 
 
-@torch.no_grad()
 def _encode_chunks(tokenizer, text_encoder, ids: list[int], weights: list[float], n_chunks: int) -> torch.Tensor:
     """Encode ``ids`` as ``n_chunks`` CLIP windows and apply the mean-preserving weighting: (1, 77 * n_chunks, D)."""
-    device = text_encoder.device
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    padded = ids + [pad] * (CHUNK_TOKENS * n_chunks - len(ids))
-    padded_weights = weights + [1.0] * (CHUNK_TOKENS * n_chunks - len(weights))
-    embeddings, position_weights = [], []
-    for chunk in range(n_chunks):
-        span = slice(chunk * CHUNK_TOKENS, (chunk + 1) * CHUNK_TOKENS)
-        chunk_ids = torch.tensor([[bos] + padded[span] + [eos]], device=device)
-        embeddings.append(text_encoder(chunk_ids)[0])
-        position_weights += [1.0] + padded_weights[span] + [1.0]  # start/end/pad positions keep weight 1
-    embeds = torch.cat(embeddings, dim=1)
-    weight = torch.tensor(position_weights, dtype=embeds.dtype, device=device)[None, :, None]
-    mean_before = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
-    embeds = embeds * weight
-    mean_after = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
-    ratio = mean_before / mean_after
-    if not torch.isfinite(ratio).all():  # embeddings averaging to zero (never a trained CLIP): keep them unscaled
-        logger.warning("prompt embeddings average to zero: the weights are applied without restoring the mean")
-        return embeds
-    return embeds * ratio[:, None, None]
+    import torch
+
+    with torch.no_grad():
+        device = text_encoder.device
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        padded = ids + [pad] * (CHUNK_TOKENS * n_chunks - len(ids))
+        padded_weights = weights + [1.0] * (CHUNK_TOKENS * n_chunks - len(weights))
+        embeddings, position_weights = [], []
+        for chunk in range(n_chunks):
+            span = slice(chunk * CHUNK_TOKENS, (chunk + 1) * CHUNK_TOKENS)
+            chunk_ids = torch.tensor([[bos] + padded[span] + [eos]], device=device)
+            embeddings.append(text_encoder(chunk_ids)[0])
+            position_weights += [1.0] + padded_weights[span] + [1.0]  # start/end/pad positions keep weight 1
+        embeds = torch.cat(embeddings, dim=1)
+        weight = torch.tensor(position_weights, dtype=embeds.dtype, device=device)[None, :, None]
+        mean_before = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
+        embeds = embeds * weight
+        mean_after = embeds.float().mean(dim=(-2, -1)).to(embeds.dtype)
+        ratio = mean_before / mean_after
+        if not torch.isfinite(ratio).all():  # embeddings averaging to zero (never a trained CLIP): keep them unscaled
+            logger.warning("prompt embeddings average to zero: the weights are applied without restoring the mean")
+            return embeds
+        return embeds * ratio[:, None, None]
 
 
 def encode_weighted_prompt_pair(
