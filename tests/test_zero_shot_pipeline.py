@@ -16,6 +16,15 @@ FRAMES = 3
 SIZE = 32  # pixels; the tiny VAE halves it
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: several tests compare frames of one batch bit for bit, and with several threads the CPU
+    kernels may split the batch so that its elements take different (equally valid) rounding paths."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
