@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser import form_checks, notebooks
+from browser.steady_client import steady_notebook_clients
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_COLAB = Path(__file__).resolve().parent / "browser" / "fake_colab"
@@ -66,6 +67,7 @@ def test_task_form_in_a_kernel(widgets, request, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     python = sys.executable if widgets == "ipywidgets8" else request.getfixturevalue("compat_python")
+    steady_notebook_clients(monkeypatch)
     monkeypatch.setenv("HV_SMOKE_ROOT", str(tmp_path / "smoke"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = form_checks.notebook(str(REPO / "tests"))
@@ -138,6 +140,7 @@ CASES = ["toy_task", *(nb.stem for nb in notebooks.discover())]
 def test_notebook_under_fake_colab(name, tmp_path, monkeypatch):
     import papermill
 
+    steady_notebook_clients(monkeypatch)
     if name == "toy_task":
         source = notebooks.write_toy_notebook(tmp_path / "toy", name="toy_task.ipynb")
     else:

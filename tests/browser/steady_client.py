@@ -1,0 +1,50 @@
+"""Keep nbclient (and papermill, which runs on it) from stalling on notebooks with an Output widget.
+
+To behave like a browser, nbclient answers Output widget messages by *sending* on the kernel's shell socket while it
+is *waiting* on that same socket for the cell's reply. Now and then the wait then misses the reply's arrival and
+only wakes up when its time limit runs out: a cell that took a second is reported after the full cell timeout, or
+never when there is no timeout (papermill's default). This is jupyter/nbclient#312 (open).
+
+The cure here: wait on the shell socket in short slices, so a missed wake-up costs half a second at most.
+
+>>> from browser.steady_client import steady_notebook_clients
+>>> steady_notebook_clients(monkeypatch)   # every NotebookClient / papermill run in this test
+"""
+
+from __future__ import annotations
+
+import time
+from queue import Empty
+
+SLICE_S = 0.5
+
+
+def steady_shell_channel(kernel_client):
+    """Make ``kernel_client.shell_channel.get_msg`` wait in short slices (same results, same time limit)."""
+    channel = kernel_client.shell_channel
+    receive = channel.get_msg
+
+    async def get_msg(timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                return await receive(timeout=SLICE_S if left is None else max(0.0, min(SLICE_S, left)))
+            except Empty:
+                if left is not None and left <= SLICE_S:
+                    raise
+
+    channel.get_msg = get_msg
+    return kernel_client
+
+
+def steady_notebook_clients(monkeypatch) -> None:
+    """For one test: every nbclient ``NotebookClient`` (papermill's included) gets a steady shell channel."""
+    from nbclient import NotebookClient
+
+    start = NotebookClient.async_start_new_kernel_client
+
+    async def start_steady(self, *args, **kwargs):
+        return steady_shell_channel(await start(self, *args, **kwargs))
+
+    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", start_steady)
