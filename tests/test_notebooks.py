@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from browser.steady_client import steady_notebook_clients
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -52,13 +53,14 @@ def test_notebook_committed_clean(notebook):
 def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
     import papermill
 
+    steady_notebook_clients(monkeypatch)  # Output-widget replies can otherwise stall a cell (see that module)
     monkeypatch.setenv("HV_SMOKE_ROOT", str(tmp_path / "smoke"))
     monkeypatch.setenv("HV_ROOT", str(tmp_path / "drive"))
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     executed = tmp_path / notebook.name
     papermill.execute_notebook(str(notebook), str(executed), parameters={"SMOKE": True}, cwd=str(notebook.parent),
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False, execution_timeout=900)
     text = executed.read_text()
     assert FAKE_TOKEN not in text, "the HF token leaked into the executed notebook"
     nb = json.loads(text)
