@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     import papermill
 
+    from helpers.testing.steady_client import install_steady_clients
+
+    install_steady_clients()  # Output-widget replies can otherwise stall a cell (see that module)
     out = REPO / "outputs"
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     os.environ["HV_SMOKE_ROOT"] = str(out / "smoke")
@@ -31,7 +34,8 @@ def main() -> int:
         target = out / "notebooks" / nb.name
         try:
             papermill.execute_notebook(str(nb), str(target), parameters={"SMOKE": True}, cwd=str(nb.parent),
-                                       kernel_name="python3", progress_bar=False)
+                                       kernel_name="python3", progress_bar=False,
+                                       execution_timeout=900)
             status = "ok"
         except Exception as exc:  # keep going: report every notebook
             status = f"FAILED: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}"

@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser import form_checks, notebooks
-from browser.steady_client import steady_notebook_clients
+
+from helpers.testing.steady_client import steady_notebook_clients
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_COLAB = Path(__file__).resolve().parent / "browser" / "fake_colab"

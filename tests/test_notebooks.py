@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from browser.steady_client import steady_notebook_clients
+
+from helpers.testing.steady_client import steady_notebook_clients
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

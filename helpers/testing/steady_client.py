@@ -7,7 +7,7 @@ never when there is no timeout (papermill's default). This is jupyter/nbclient#3
 
 The cure here: wait on the shell socket in short slices, so a missed wake-up costs half a second at most.
 
->>> from browser.steady_client import steady_notebook_clients
+>>> from helpers.testing.steady_client import steady_notebook_clients
 >>> steady_notebook_clients(monkeypatch)   # every NotebookClient / papermill run in this test
 """
 
@@ -36,6 +36,21 @@ def steady_shell_channel(kernel_client):
 
     channel.get_msg = get_msg
     return kernel_client
+
+
+def install_steady_clients() -> None:
+    """For the whole process (e.g. ``make demo``): every NotebookClient gets a steady shell channel."""
+    from nbclient import NotebookClient
+
+    start = NotebookClient.async_start_new_kernel_client
+    if getattr(start, "_steady", False):
+        return
+
+    async def start_steady(self, *args, **kwargs):
+        return steady_shell_channel(await start(self, *args, **kwargs))
+
+    start_steady._steady = True
+    NotebookClient.async_start_new_kernel_client = start_steady
 
 
 def steady_notebook_clients(monkeypatch) -> None:
