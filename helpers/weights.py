@@ -328,23 +328,13 @@ def convert_to_fp16_safetensors(pickle_path: Path, out_path: Path | None = None)
     >>> convert_to_fp16_safetensors(Path("ControlNeXt-SVD/v2/unet.bin"))
     PosixPath('ControlNeXt-SVD/v2/unet.fp16.safetensors')
     """
-    import pickle
 
     import torch
     from safetensors.torch import save_file
 
     pickle_path = Path(pickle_path)
     out_path = Path(out_path) if out_path else converted_path(pickle_path)
-    try:
-        try:
-            obj = torch.load(pickle_path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(pickle_path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as err:
-        raise WeightsError(f"{pickle_path.name} contains Python objects other than tensors, so it was not loaded "
-                           f"(unsafe pickle): delete it and download the file listed in the registry.") from err
+    obj = load_pickle_safely(pickle_path)
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, object] = {}
     _flatten(obj, "", tensors, scalars, pickle_path.name)
@@ -370,6 +360,26 @@ def convert_to_fp16_safetensors(pickle_path: Path, out_path: Path | None = None)
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, out_path)
     return out_path
+
+
+def load_pickle_safely(path: Path):
+    """``torch.load`` with ``weights_only=True`` (memory-mapped when the file is in zip format): tensors and plain
+    containers only. A pickle with other Python objects raises ``WeightsError`` instead of running code."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as err:
+        raise WeightsError(f"{path.name} contains Python objects other than tensors, so it was not loaded "
+                           f"(unsafe pickle): delete it and download the official file again.") from err
 
 
 def _flatten(obj, prefix: str, tensors: dict, scalars: dict, name: str) -> None:

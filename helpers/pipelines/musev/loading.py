@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -103,16 +102,9 @@ class _Checkpoint:
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a pickle, nested dicts flattened with ``.``. An original (LDM) ``.ckpt`` keeps its weights
     under a top-level ``state_dict`` (beside ``global_step`` and the like): that container is what is read."""
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) pickle
-    except pickle.UnpicklingError as err:
-        raise WeightsError(f"{path.name} holds Python objects other than tensors and was not loaded (unsafe pickle): "
-                           f"download the official file again.") from err
+    from helpers.weights import load_pickle_safely
+
+    obj = load_pickle_safely(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     tensors: dict[str, torch.Tensor] = {}
