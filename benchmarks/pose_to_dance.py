@@ -169,7 +169,7 @@ def measure(pipe: ControlNeXtSVDPipeline, setting: Setting, num_frames: int, dec
         decode = stamps["decode_end"] - stamps["decode_start"] if "decode_start" in stamps else float("nan")
         row.update(total_s=round(total, 3), s_per_frame=round(total / num_frames, 4),
                    s_per_unet_call=round(float(np.mean(timer.durations)), 4), unet_calls=len(timer.durations),
-                   decode_s=round(decode, 3))
+                   decode_s=round(decode, 4))
     return row
 
 
