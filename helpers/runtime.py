@@ -213,18 +213,23 @@ def reset_peak_memory() -> None:
 
 
 def environment_summary() -> dict:
-    """Versions and hardware, for sidecars and bug reports."""
+    """Versions and hardware, for sidecars and bug reports.
+
+    Versions come from the installed package metadata, so nothing heavy is imported just to name it.
+    """
     import platform
+    from importlib import metadata
 
-    import torch
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "colab": is_colab()}
-    for name in ("diffusers", "transformers", "huggingface_hub", "onnxruntime"):
+    info = {"python": platform.python_version(), "colab": is_colab()}
+    for name in ("torch", "diffusers", "transformers", "huggingface_hub", "onnxruntime", "onnxruntime-gpu"):
         try:
-            info[name] = __import__(name).__version__
-        except Exception:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             info[name] = None
-    gpu = gpu_info()
+    try:
+        gpu = gpu_info()
+    except ImportError:  # no torch at all
+        gpu = None
     info["gpu"] = gpu.name if gpu else None
     return info
 

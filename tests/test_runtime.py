@@ -1,5 +1,8 @@
+import json
+import subprocess
 import sys
 import types
+from importlib import metadata
 
 import pytest
 
@@ -95,3 +98,15 @@ def test_token_order(fake_colab, monkeypatch, capsys):
     assert runtime.hf_token(prompt=False) is None
     out = capsys.readouterr()
     assert "hf_" not in out.out + out.err  # never printed
+
+
+def test_environment_summary_reads_versions_without_importing_the_libraries():
+    code = (
+        "import sys, json; from helpers import runtime; s = runtime.environment_summary(); "
+        "print(json.dumps([s, sorted(m for m in ('diffusers', 'transformers', 'onnxruntime') if m in sys.modules)]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    summary, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert imported == []
+    assert summary["diffusers"] == metadata.version("diffusers")
+    assert summary["torch"] == metadata.version("torch") and summary["gpu"] is None
