@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,9 +181,11 @@ def test_numbered_frames_download_once_into_their_own_folder(tmp_path):
 # ---------------------------------------------------------------------------------------------------- SMOKE runs
 
 
-def test_smoke_run_writes_video_preview_and_sidecar(tmp_path):
+def test_smoke_run_writes_video_preview_and_sidecar(tmp_path, capsys):
     steps = []
-    result = task.run(smoke_params(output_dir=str(tmp_path), seed=5), progress=lambda *a: steps.append(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the original's long prompt is a note, not a warning from inside torch
+        result = task.run(smoke_params(output_dir=str(tmp_path), seed=5), progress=lambda *a: steps.append(a))
 
     assert result.frames.shape == (4, 64, 64, 3) and result.control.shape == (4, 64, 64, 3)
     assert result.video_path.is_file() and result.preview_path.is_file()
@@ -197,6 +200,9 @@ def test_smoke_run_writes_video_preview_and_sidecar(tmp_path):
     assert {("sd21", "base"), ("controlnet_sd21_openpose", "controlnet"), ("dwpose", "detector")} <= packs
     assert {"inputs", "poses", "load", "generate", "total"} <= set(meta["timings_s"])
     assert {s[0] for s in steps} >= {"pose detection", "denoise", "decode"}
+    note = meta["inputs"]["notes"]["prompt"]
+    assert note.startswith("the prompt is 233 tokens long; only the first 77 reach the model")
+    assert capsys.readouterr().out.count(note) == 1
 
 
 def test_smoke_run_from_pose_renders_with_source_frames_and_masks(tmp_path):

@@ -294,3 +294,9 @@ def test_memory_plan_knobs_keep_the_result(pipe, poses, noise):
         pipe.unet.set_attn_processor(saved["unet"])
         pipe.controlnet.set_attn_processor(saved["controlnet"])
         pipe.apply_memory_plan(ff_chunk=None)
+
+
+def test_an_overlong_prompt_is_reported_at_the_callers_line(pipe, poses, noise):
+    with pytest.warns(UserWarning, match="tokens long; only the first 77 reach the model") as caught:
+        pipe(" ".join(["dancer"] * 100), poses, num_inference_steps=1, latents=noise, output_type="float")
+    assert [w.filename for w in caught] == [__file__]

@@ -19,6 +19,7 @@ mp4 + side-by-side preview (poses | result) + JSON sidecar.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -472,13 +473,27 @@ def load_pipeline(base: Path, controlnet: Path, memory):
 
 
 def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None):
+    """One pipeline call. CLIP's 77-token cut (the original's own prompt is longer) is said once and kept in
+    ``p.notes`` for the sidecar."""
     import torch
 
-    return pipe(params.prompt.strip(), inputs.poses, negative_prompt=params.negative_prompt.strip() or None,
-                options=options, source_frames=inputs.source if options.needs_source else None, masks=inputs.masks,
-                num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
-                controlnet_conditioning_scale=params.controlnet_scale,
-                generator=torch.Generator("cpu").manual_seed(params.seed), output_type="uint8", progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = pipe(params.prompt.strip(), inputs.poses, negative_prompt=params.negative_prompt.strip() or None,
+                      options=options, source_frames=inputs.source if options.needs_source else None,
+                      masks=inputs.masks, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
+                      controlnet_conditioning_scale=params.controlnet_scale,
+                      generator=torch.Generator("cpu").manual_seed(params.seed), output_type="uint8",
+                      progress=progress)
+    for w in caught:
+        message = str(w.message)
+        if "tokens long" in message:
+            if p.notes.get("prompt") != message:
+                p.notes["prompt"] = message
+                print(f"note: {message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return output
 
 
 def _meta(params: Params, p: Plan, inputs: PoseInputs, memory, base: Path, root: Path | None) -> dict:

@@ -264,7 +264,8 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         full_length = len(self.tokenizer(prompt).input_ids)
         if full_length > self.tokenizer.model_max_length:
             warnings.warn(f"the prompt is {full_length} tokens long; only the first "
-                          f"{self.tokenizer.model_max_length} reach the model", stacklevel=3)
+                          f"{self.tokenizer.model_max_length} reach the model (the rest is ignored)",
+                          stacklevel=4)  # _encode_prompts ← __call__ ← torch's no_grad wrapper ← the caller
         mask = tokens.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask",
                                                            False) else None
         embeddings = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
