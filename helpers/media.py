@@ -257,10 +257,15 @@ def _even_size(video: np.ndarray) -> np.ndarray:
 
 def fit_within(video: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale so the longest side is at most ``max_side`` (never upscales)."""
+    return fit_box(video, max_side, max_side)
+
+
+def fit_box(video: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
+    """Downscale, keeping the aspect ratio, to fit a ``max_width`` × ``max_height`` box (never upscales)."""
     h, w = video.shape[-3], video.shape[-2]
-    if max(h, w) <= max_side:
+    scale = min(max_width / w, max_height / h)
+    if scale >= 1:
         return video
-    scale = max_side / max(h, w)
     return resize(video, (max(2, round(w * scale)), max(2, round(h * scale))))
 
 
@@ -352,22 +357,27 @@ def contact_sheet(clips: Sequence[tuple[str, np.ndarray]], *, max_columns: int =
 
 # --------------------------------------------------------------------------------------------------------- preview
 
-PREVIEW_MAX_SIDE = 384
+PREVIEW_BOX = (768, 512)  # width, height: a portrait control | result pair shows at 576 × 512, a landscape clip at 768 wide
 PREVIEW_BPS = 600_000  # bits per second: a few hundred kB of base64 per clip keeps a Colab tab responsive
 
 
-def preview_html(frames, fps: float, *, title: str | None = None, max_side: int = PREVIEW_MAX_SIDE,
+def _fit_preview(video: np.ndarray, max_side: int | None) -> np.ndarray:
+    return fit_within(video, max_side) if max_side else fit_box(video, *PREVIEW_BOX)
+
+
+def preview_html(frames, fps: float, *, title: str | None = None, max_side: int | None = None,
                  bps: int = PREVIEW_BPS) -> str:
-    """A small, bitrate-capped, looping ``<video>`` element (base64 mp4) for inline display."""
+    """A small, bitrate-capped, looping ``<video>`` element (base64 mp4) for inline display; it fits
+    ``PREVIEW_BOX``, or a square of ``max_side`` when given."""
     mediapy = _mediapy()
-    video = _even_size(fit_within(as_uint8_video(frames), max_side))
+    video = _even_size(_fit_preview(as_uint8_video(frames), max_side))
     data = mediapy.compress_video(video, fps=fps, bps=bps)
     h, w = video.shape[1:3]
     return mediapy.html_from_compressed_video(data, w, h, title=html.escape(title) if title else None)
 
 
 def show_video(frames_or_path, fps: float | None = None, *, title: str | None = None,
-               max_side: int = PREVIEW_MAX_SIDE) -> None:
+               max_side: int | None = None) -> None:
     """Display a small inline preview of frames or of a video file."""
     from IPython.display import HTML, display
 
@@ -379,9 +389,9 @@ def show_video(frames_or_path, fps: float | None = None, *, title: str | None = 
     display(HTML(preview_html(frames, fps or 8.0, title=title, max_side=max_side)))
 
 
-def show_image(image, *, title: str | None = None, max_side: int = PREVIEW_MAX_SIDE) -> None:
+def show_image(image, *, title: str | None = None, max_side: int | None = None) -> None:
     import mediapy
     from IPython.display import display  # noqa: F401  (mediapy displays through IPython)
 
-    image = fit_within(to_uint8_rgb(np.asarray(image))[None], max_side)[0]
+    image = _fit_preview(to_uint8_rgb(np.asarray(image))[None], max_side)[0]
     mediapy.show_image(image, title=title)

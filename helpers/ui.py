@@ -75,7 +75,11 @@ class FileField(W.VBox):
         self.path = W.Text(value=str(spec.default or ""), description=spec.name.replace("_", " "),
                            placeholder="path, or upload →", style=_STYLE, layout=W.Layout(width="100%"),
                            **{_TOOLTIP: spec.help})
-        self.upload = W.FileUpload(multiple=False, description="Upload", layout=W.Layout(width="110px"))
+        # sized to its label (a fixed width cut "Upload" short next to the icon in JupyterLab)
+        self.upload = W.FileUpload(multiple=False, description="Upload",
+                                   layout=W.Layout(width="auto", min_width="110px", flex="0 0 auto"),
+                                   **{_TOOLTIP: f"upload the {spec.name.replace('_', ' ')} from this computer; "
+                                                "it is saved under the inputs folder of your Drive root"})
         self.upload.observe(self._on_upload, names="value")
         super().__init__([W.HBox([self.path, self.upload], layout=_layout())])
 

@@ -88,6 +88,17 @@ def test_preview_is_small_html_video():
     assert len(html) < 200_000
 
 
+def test_previews_fit_a_box_and_never_upscale():
+    portrait_pair = np.zeros((2, 1024, 1152, 3), np.uint8)  # control | result at 576×1024 each
+    assert media.fit_box(portrait_pair, *media.PREVIEW_BOX).shape == (2, 512, 576, 3)
+    wide = np.zeros((1, 240, 1280, 3), np.uint8)
+    assert media.fit_box(wide, 768, 512).shape == (1, 144, 768, 3)
+    small = np.zeros((3, 64, 64, 3), np.uint8)
+    assert media.fit_box(small, 768, 512) is small
+    html = media.preview_html(portrait_pair, fps=8)
+    assert 'width="576"' in html and 'height="512"' in html
+
+
 def test_comparison_grid_and_contact_sheet_label_every_clip():
     rng = np.random.default_rng(0)
     clips = [(f"clip {k}", rng.integers(0, 256, (5, 40, 60, 3), dtype=np.uint8)) for k in range(3)]

@@ -308,7 +308,7 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
         stem = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}_{n}"
     video_path = media.write_video(folder / f"{stem}.mp4", frames, fps)
     preview = media.side_by_side(control, frames) if control is not None else frames
-    preview_path = media.write_video(folder / f"{stem}_preview.mp4", media.fit_within(preview, 512), fps, crf=28)
+    preview_path = media.write_video(folder / f"{stem}_preview.mp4", media.fit_box(preview, *media.PREVIEW_BOX), fps, crf=28)
     metadata = {
         "task": task,
         "params": _jsonable(params),
