@@ -253,3 +253,61 @@ def gpu_selftest(size: int = 2048, repeats: int = 10) -> str:
     tflops = 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
     free, total = torch.cuda.mem_get_info()
     return f"{gpu.name}: {tflops:.1f} TFLOP/s fp16, {free / 2**30:.1f} of {total / 2**30:.1f} GB free"
+
+
+# onnxruntime-gpu wheels on PyPI: 1.20-1.26 are built for CUDA 12 (cuDNN 9), 1.27 and later for CUDA 13
+_ONNXRUNTIME_GPU_FOR_CUDA = {"12": "onnxruntime-gpu>=1.20,<1.27", "13": "onnxruntime-gpu>=1.27"}
+
+
+def onnxruntime_gpu_requirement(torch_cuda: str | None) -> str | None:
+    """The onnxruntime-gpu requirement built for the CUDA major version torch uses (``torch.version.cuda``), or
+    None where there is none (CPU torch, or a CUDA version without a matching wheel)."""
+    if not torch_cuda:
+        return None
+    return _ONNXRUNTIME_GPU_FOR_CUDA.get(torch_cuda.split(".")[0])
+
+
+def install_gpu_onnxruntime(run=None) -> str:
+    """On a CUDA machine, swap the CPU ``onnxruntime`` for the ``onnxruntime-gpu`` build that matches torch's CUDA,
+    so DWPose (and the face detector) run on the GPU. Meant for the notebooks' install cell, before anything has
+    imported onnxruntime; returns one line saying what it did. ``run`` runs a command (default: subprocess)."""
+    import subprocess
+    from importlib import metadata
+
+    run = run or (lambda command: subprocess.run(command, check=True))
+    try:
+        import torch
+    except ImportError:
+        return "onnxruntime: kept the CPU build (torch is not installed)"
+    if not torch.cuda.is_available():
+        return "onnxruntime: kept the CPU build (no CUDA GPU)"
+    requirement = onnxruntime_gpu_requirement(torch.version.cuda)
+    if requirement is None:
+        return f"onnxruntime: kept the CPU build (no onnxruntime-gpu wheel for CUDA {torch.version.cuda})"
+    try:
+        metadata.version("onnxruntime-gpu")
+        return "onnxruntime: the GPU build is already installed"
+    except metadata.PackageNotFoundError:
+        pass
+    pip = [sys.executable, "-m", "pip"]
+    # both distributions own the same `onnxruntime` folder: remove the CPU one first, never after
+    run([*pip, "uninstall", "-q", "-y", "onnxruntime"])
+    run([*pip, "install", "-q", requirement])
+    return f"onnxruntime: installed {requirement} for CUDA {torch.version.cuda}"
+
+
+def prepare_onnxruntime_cuda() -> None:
+    """Before opening a CUDA onnxruntime session: load torch first (its CUDA and cuDNN libraries are the ones
+    onnxruntime-gpu should use) and let onnxruntime preload them where this version can. Any failure here only
+    means onnxruntime falls back to the CPU, which the caller reports."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return
+    try:
+        import torch  # noqa: F401
+
+        if hasattr(onnxruntime, "preload_dlls"):
+            onnxruntime.preload_dlls()
+    except Exception:  # noqa: BLE001  (best effort: the session creation reports a real failure)
+        pass

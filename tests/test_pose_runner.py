@@ -3,6 +3,8 @@ coordinate images (the fakes read which image pixel every model-input pixel show
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,16 @@ def test_from_weights_opens_the_pack_in_the_weights_layout():
     pose_testing.write_tiny_dwpose_pack()  # into $HV_ROOT (set per test by conftest)
     runner = DWPoseRunner.from_weights(providers=["CPUExecutionProvider"])
     assert runner(pose_testing.draw_dancer(0.5, 64, 48)).num_people == 1
+
+
+def test_a_cpu_onnxruntime_on_a_gpu_machine_says_how_to_get_the_gpu_build(tmp_path, monkeypatch):
+    from helpers.pose import dwpose
+
+    detector, pose_model = pose_testing.write_tiny_dwpose_pack(tmp_path)
+    monkeypatch.setattr(dwpose, "_torch_has_cuda", lambda: True)
+    with pytest.warns(UserWarning, match=r"install_gpu_onnxruntime\(\)"):
+        DWPoseRunner.from_files(detector, pose_model).close()
+    monkeypatch.setattr(dwpose, "_torch_has_cuda", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DWPoseRunner.from_files(detector, pose_model).close()

@@ -110,3 +110,33 @@ def test_environment_summary_reads_versions_without_importing_the_libraries():
     assert imported == []
     assert summary["diffusers"] == metadata.version("diffusers")
     assert summary["torch"] == metadata.version("torch") and summary["gpu"] is None
+
+
+@pytest.mark.parametrize("cuda, requirement", [
+    ("12.8", "onnxruntime-gpu>=1.20,<1.27"), ("13.0", "onnxruntime-gpu>=1.27"), ("11.8", None), (None, None),
+])
+def test_onnxruntime_gpu_build_follows_torchs_cuda(cuda, requirement):
+    assert runtime.onnxruntime_gpu_requirement(cuda) == requirement
+
+
+def test_gpu_onnxruntime_replaces_the_cpu_build_in_that_order(monkeypatch):
+    import torch
+
+    commands = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no CUDA GPU" in runtime.install_gpu_onnxruntime(run=commands.append) and commands == []
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    real_version = metadata.version
+
+    def version(name):
+        if name == "onnxruntime-gpu":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    said = runtime.install_gpu_onnxruntime(run=commands.append)
+    assert [c[3:5] for c in commands] == [["uninstall", "-q"], ["install", "-q"]]
+    assert commands[0][-1] == "onnxruntime" and commands[1][-1] == "onnxruntime-gpu>=1.27"
+    assert said == "onnxruntime: installed onnxruntime-gpu>=1.27 for CUDA 13.0"

@@ -32,6 +32,7 @@ runner is written here; it is small.
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -211,6 +212,12 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def _torch_has_cuda() -> bool:
+    """True when torch is already loaded and sees a CUDA GPU (never imports torch just to ask)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
 def model_fingerprint(detector_path: str | Path, pose_model_path: str | Path) -> str:
     """A short id of two model files (names, sizes, modification times) that tags cached keypoints."""
     parts = []
@@ -240,7 +247,14 @@ class DWPoseRunner:
         """Open the two ONNX files with onnxruntime (CUDA when available, else CPU; warns on a CPU fallback)."""
         import onnxruntime
 
+        from ..runtime import prepare_onnxruntime_cuda
+
         providers = list(providers) if providers is not None else default_providers()
+        if "CUDAExecutionProvider" in providers:
+            prepare_onnxruntime_cuda()
+        elif providers == default_providers() and _torch_has_cuda():
+            warnings.warn("DWPose runs on the CPU (~1 s per frame) because this onnxruntime has no CUDA: run "
+                          "helpers.runtime.install_gpu_onnxruntime() and restart the runtime", stacklevel=2)
         paths = [Path(detector_path), Path(pose_model_path)]
         sessions = [onnxruntime.InferenceSession(str(p), providers=providers) for p in paths]
         if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" not in sessions[1].get_providers():
