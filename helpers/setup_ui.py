@@ -37,15 +37,19 @@ def status_html(rows: list[weights.WeightStatus]) -> str:
     colours = {"verified": "#1b7f3b", "unrecorded": "#8a6d00", "changed": "#8a6d00", "incomplete": "#b00020",
                "missing": "#777"}
     body = []
+    nowrap = "white-space:nowrap"
     for r in rows:
         colour = colours.get(r.state, "#000")
         body.append(
-            f"<tr><td><code>{html.escape(r.pack)}/{html.escape(r.role)}</code></td>"
-            f"<td style='color:{colour};font-weight:600'>{html.escape(r.state)}</td>"
-            f"<td style='text-align:right'>{r.size_bytes / 1e9:.2f} GB</td>"
-            f"<td>{html.escape(r.source)}</td><td>{html.escape(r.licence)}</td></tr>")
-    head = "<tr><th>pack/role</th><th>state</th><th>on disk</th><th>source</th><th>licence</th></tr>"
-    return f"<table class='hv-status'>{head}{''.join(body)}</table>"
+            f"<tr><td style='{nowrap}'><code>{html.escape(r.pack)}/{html.escape(r.role)}</code></td>"
+            f"<td style='color:{colour};font-weight:600;{nowrap}'>{html.escape(r.state)}</td>"
+            f"<td style='text-align:right;{nowrap}'>{r.size_bytes / 1e9:.2f} GB</td>"
+            f"<td style='overflow-wrap:anywhere'>{html.escape(r.source)}</td>"
+            f"<td style='min-width:12em;font-size:smaller'>{html.escape(r.licence)}</td></tr>")
+    head = ("<tr><th style='text-align:left'>pack/role</th><th style='text-align:left'>state</th><th>on disk</th>"
+            "<th style='text-align:left'>source</th><th style='text-align:left'>licence</th></tr>")
+    # fixed cells never wrap and the licence keeps a readable width: notebook front ends squeeze auto tables
+    return f"<table class='hv-status' style='width:100%;border-collapse:collapse'>{head}{''.join(body)}</table>"
 
 
 class PackPicker:
@@ -64,7 +68,8 @@ class PackPicker:
             self.boxes[name] = (W.Checkbox(value=False, description=label, indent=False,
                                            layout=W.Layout(width="100%")),
                                 W.HTML(f"<small style='margin-left:2em'>licences: {licences}</small>"))
-        self.button = W.Button(description="Download selected", button_style="primary", icon="download")
+        self.button = W.Button(description="Download selected", button_style="primary", icon="download",
+                               layout=W.Layout(width="auto", min_width="190px"))
         self.button.on_click(lambda _b: self.download())
         self.message = W.HTML("")
         self.output = W.Output()
