@@ -38,28 +38,35 @@ def steady_shell_channel(kernel_client):
     return kernel_client
 
 
-def install_steady_clients() -> None:
-    """For the whole process (e.g. ``make demo``): every NotebookClient gets a steady shell channel."""
+def _steady_starters():
+    """Replacements for NotebookClient's two kernel-client starters. Both are needed: ``execute()`` goes through
+    ``async_start_new_kernel_client``, while papermill's ``setup_kernel()`` calls ``start_new_kernel_client``, a
+    synchronous wrapper bound to the original coroutine when nbclient's class was made."""
+    from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
 
     start = NotebookClient.async_start_new_kernel_client
-    if getattr(start, "_steady", False):
-        return
 
     async def start_steady(self, *args, **kwargs):
         return steady_shell_channel(await start(self, *args, **kwargs))
 
     start_steady._steady = True
-    NotebookClient.async_start_new_kernel_client = start_steady
+    return start_steady, run_sync(start_steady)
+
+
+def install_steady_clients() -> None:
+    """For the whole process (e.g. ``make demo``): every NotebookClient gets a steady shell channel."""
+    from nbclient import NotebookClient
+
+    if getattr(NotebookClient.async_start_new_kernel_client, "_steady", False):
+        return
+    NotebookClient.async_start_new_kernel_client, NotebookClient.start_new_kernel_client = _steady_starters()
 
 
 def steady_notebook_clients(monkeypatch) -> None:
     """For one test: every nbclient ``NotebookClient`` (papermill's included) gets a steady shell channel."""
     from nbclient import NotebookClient
 
-    start = NotebookClient.async_start_new_kernel_client
-
-    async def start_steady(self, *args, **kwargs):
-        return steady_shell_channel(await start(self, *args, **kwargs))
-
-    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", start_steady)
+    start_async, start_sync = _steady_starters()
+    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", start_async)
+    monkeypatch.setattr(NotebookClient, "start_new_kernel_client", start_sync)
