@@ -296,7 +296,8 @@ def test_memory_plan_knobs_keep_the_result(pipe, poses, noise):
         pipe.apply_memory_plan(ff_chunk=None)
 
 
-def test_an_overlong_prompt_is_reported_at_the_callers_line(pipe, poses, noise):
+def test_an_overlong_prompt_is_reported_once_at_the_callers_line(pipe, poses, noise, caplog):
     with pytest.warns(UserWarning, match="tokens long; only the first 77 reach the model") as caught:
         pipe(" ".join(["dancer"] * 100), poses, num_inference_steps=1, latents=noise, output_type="float")
     assert [w.filename for w in caught] == [__file__]
+    assert "Token indices sequence length" not in caplog.text  # not the tokenizer's log line as well

@@ -90,7 +90,7 @@ def warn_if_prompt_truncated(tokenizer, prompt: str | None, what: str = "prompt"
     """Warn when CLIP will cut ``prompt`` at its 77-token window; returns the prompt's token count."""
     if tokenizer is None or not prompt:
         return 0
-    count = len(tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids)
+    count = len(tokenizer(prompt, truncation=False, add_special_tokens=True, verbose=False).input_ids)
     limit = tokenizer.model_max_length
     if count > limit:
         warnings.warn(f"The {what} is {count} tokens long; CLIP reads only the first {limit}, so the rest is "

@@ -128,7 +128,7 @@ def tokenize_weighted_prompt(tokenizer, text: str, max_tokens: int = CHUNK_TOKEN
     ids: list[int] = []
     weights: list[float] = []
     for piece, weight in parse_prompt_attention(text):
-        piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
+        piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False, verbose=False).input_ids
         ids += piece_ids
         weights += [weight] * len(piece_ids)
         if len(ids) > max_tokens:

@@ -261,7 +261,7 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         texts = [negative_prompt or "", prompt] if guidance_scale > 1 else [prompt]
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
-        full_length = len(self.tokenizer(prompt).input_ids)
+        full_length = len(self.tokenizer(prompt, verbose=False).input_ids)  # our own note, not the library log
         if full_length > self.tokenizer.model_max_length:
             warnings.warn(f"the prompt is {full_length} tokens long; only the first "
                           f"{self.tokenizer.model_max_length} reach the model (the rest is ignored)",
