@@ -39,7 +39,7 @@ def widget_for(spec: FieldSpec) -> W.Widget:
     if spec.choices is not None:
         return W.Dropdown(options=list(spec.choices), value=value, **common)
     if spec.type is bool:
-        return W.Checkbox(value=bool(value), indent=False, **common)
+        return W.Checkbox(value=bool(value), indent=True, **common)  # the box lines up with the other inputs
     if spec.type is int:
         if spec.min is not None and spec.max is not None and spec.max - spec.min <= 100_000:
             return W.IntSlider(value=value, min=spec.min, max=spec.max, step=spec.step or 1,
