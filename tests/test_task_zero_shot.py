@@ -225,10 +225,11 @@ def test_smoke_run_from_pose_renders_with_source_frames_and_masks(tmp_path):
     assert meta["fps"] == task.DEFAULT_FOLDER_FPS  # frame folders have no fps of their own
 
 
-def test_compare_grid_holds_poses_and_one_labelled_tile_per_technique(tmp_path):
+def test_compare_grid_holds_poses_and_one_labelled_tile_per_technique(tmp_path, capsys):
     techniques = ["independent_noise", "shared_noise", "copy_first_frame"]
 
     comparison = task.compare(smoke_params(output_dir=str(tmp_path)), techniques, columns=2, tile=128)
+    assert capsys.readouterr().out.count("note: the prompt is 233 tokens long") == 1  # not once per technique
 
     tile_height = 22 + 128  # label band + a square tile
     assert comparison.grid.shape == (4, 2 * tile_height + 4, 2 * 128 + 4, 3)

@@ -472,9 +472,11 @@ def load_pipeline(base: Path, controlnet: Path, memory):
     return cached(f"{NAME}:{base}:{controlnet}:{memory.tier}:{memory.dtype_name}:{memory.device}", load)
 
 
-def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None):
-    """One pipeline call. CLIP's 77-token cut (the original's own prompt is longer) is said once and kept in
-    ``p.notes`` for the sidecar."""
+def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None,
+              said: set[str] | None = None):
+    """One pipeline call. CLIP's 77-token cut (the original's own prompt is longer) is kept in ``p.notes`` for the
+    sidecar and printed once (once per comparison too: ``said`` holds what was already printed)."""
+    said = set() if said is None else said
     import torch
 
     with warnings.catch_warnings(record=True) as caught:
@@ -488,8 +490,9 @@ def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progre
     for w in caught:
         message = str(w.message)
         if "tokens long" in message:
-            if p.notes.get("prompt") != message:
-                p.notes["prompt"] = message
+            p.notes["prompt"] = message
+            if message not in said:
+                said.add(message)
                 print(f"note: {message}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -616,12 +619,12 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
         inputs = prepare_inputs(variants[widest], plans[widest], progress)
     with timings.stage("load"):
         pipe = load_pipeline(base, controlnet, memory)
-    videos, described = {}, {}
+    videos, described, said = {}, {}, set()
     with timings.stage("generate"):
         for done, name in enumerate(techniques):
             p = plans[name]
             own = replace(inputs, masks=inputs.masks if TECHNIQUES[name].uses_reference else None)
-            videos[name] = _generate(pipe, variants[name], p, own, p.options, progress).frames
+            videos[name] = _generate(pipe, variants[name], p, own, p.options, progress, said).frames
             described[name] = p.options.describe()
             if progress is not None:
                 progress("techniques", done + 1, len(techniques))
