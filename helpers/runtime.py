@@ -269,7 +269,7 @@ def onnxruntime_gpu_requirement(torch_cuda: str | None) -> str | None:
 
 def install_gpu_onnxruntime(run=None) -> str:
     """On a CUDA machine, swap the CPU ``onnxruntime`` for the ``onnxruntime-gpu`` build that matches torch's CUDA,
-    so DWPose (and the face detector) run on the GPU. Meant for the notebooks' install cell, before anything has
+    so DWPose runs on the GPU. Meant for the notebooks' install cell, before anything has
     imported onnxruntime; returns one line saying what it did. ``run`` runs a command (default: subprocess)."""
     import subprocess
     from importlib import metadata
@@ -292,7 +292,11 @@ def install_gpu_onnxruntime(run=None) -> str:
     pip = [sys.executable, "-m", "pip"]
     # both distributions own the same `onnxruntime` folder: remove the CPU one first, never after
     run([*pip, "uninstall", "-q", "-y", "onnxruntime"])
-    run([*pip, "install", "-q", requirement])
+    try:
+        run([*pip, "install", "-q", requirement])
+    except Exception as error:  # noqa: BLE001  (never leave the runtime without any onnxruntime)
+        run([*pip, "install", "-q", "onnxruntime"])
+        return f"onnxruntime: kept the CPU build (installing {requirement} failed: {error})"
     return f"onnxruntime: installed {requirement} for CUDA {torch.version.cuda}"
 
 

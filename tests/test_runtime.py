@@ -140,3 +140,13 @@ def test_gpu_onnxruntime_replaces_the_cpu_build_in_that_order(monkeypatch):
     assert [c[3:5] for c in commands] == [["uninstall", "-q"], ["install", "-q"]]
     assert commands[0][-1] == "onnxruntime" and commands[1][-1] == "onnxruntime-gpu>=1.27"
     assert said == "onnxruntime: installed onnxruntime-gpu>=1.27 for CUDA 13.0"
+
+    def no_gpu_wheel(command):  # e.g. the network drops: the CPU build comes back
+        commands.append(command)
+        if command[-1].startswith("onnxruntime-gpu"):
+            raise RuntimeError("no network")
+
+    commands.clear()
+    said = runtime.install_gpu_onnxruntime(run=no_gpu_wheel)
+    assert [c[-1] for c in commands] == ["onnxruntime", "onnxruntime-gpu>=1.27", "onnxruntime"]
+    assert commands[-1][3] == "install" and said.startswith("onnxruntime: kept the CPU build")
