@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pose_to_dance.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("pose_to_dance_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_tiny_benchmark_reports_every_profile_it_can_run(tmp_path):
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("pose_to_dance")
     threads = torch.get_num_threads()
     out = tmp_path / "bench.json"
     result = benchmark.main(["--tiny", "--frames", "5", "--json", str(out)])

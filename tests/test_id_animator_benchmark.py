@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "id_preserving.py"
+from benchmark_scripts import load_benchmark, torch_threads
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("id_preserving_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
+    module = load_benchmark("id_preserving")
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 def test_tiny_mode_measures_a_video(benchmark, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         results = benchmark.main(["--tiny", "--frames", "2", "--steps", "2", "--json", str(tmp_path / "r.json")])
-    finally:
-        torch.set_num_threads(threads)
     assert json.loads((tmp_path / "r.json").read_text()) == results
     (result,) = results
     assert result["output_shape"] == [1, 2, 64, 64, 3]

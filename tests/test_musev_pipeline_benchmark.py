@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "text_image_to_video.py"
+from benchmark_scripts import load_benchmark, torch_threads
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("text_image_to_video_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
+    module = load_benchmark("text_image_to_video")
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 def test_tiny_mode_measures_both_variants_and_the_long_run(benchmark, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         results = benchmark.main(["--tiny", "--json", str(tmp_path / "r.json")])
-    finally:
-        torch.set_num_threads(threads)
     assert json.loads((tmp_path / "r.json").read_text()) == results
     by_name = {r["setting"]: r for r in results}
     assert set(by_name) == set(benchmark.SETTINGS)

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "zero_shot_pose.py"
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("zero_shot_pose_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark, torch_threads
 
 
 def test_tiny_benchmark_times_every_technique(tmp_path, capsys):
-    benchmark = load_benchmark()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    benchmark = load_benchmark("zero_shot_pose")
+    with torch_threads(1):
         rows = benchmark.main(["--tiny", "--json", str(tmp_path / "rows.json")])
-    finally:
-        torch.set_num_threads(threads)
     assert [r.technique for r in rows] == list(benchmark.techniques(3))
     for row in rows:
         assert row.finite and not row.error
