@@ -249,10 +249,11 @@ class DWPoseRunner:
 
         from ..runtime import prepare_onnxruntime_cuda
 
-        providers = list(providers) if providers is not None else default_providers()
+        chosen_here = providers is None
+        providers = default_providers() if chosen_here else list(providers)
         if "CUDAExecutionProvider" in providers:
             prepare_onnxruntime_cuda()
-        elif providers == default_providers() and _torch_has_cuda():
+        elif chosen_here and _torch_has_cuda():
             warnings.warn("DWPose runs on the CPU (~1 s per frame) because this onnxruntime has no CUDA: run "
                           "helpers.runtime.install_gpu_onnxruntime() and restart the runtime", stacklevel=2)
         paths = [Path(detector_path), Path(pose_model_path)]
