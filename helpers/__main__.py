@@ -25,9 +25,34 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def join_numeric_values(argv: list[str], numeric: set[str]) -> list[str]:
+    """``--guidance_scale -inf`` → ``--guidance_scale=-inf``: argparse takes a value that starts with ``-`` and does
+    not look like a plain negative number (``-inf``, ``-1e-3``) for an option; bound to its option it is a value."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in numeric and i + 1 < len(argv) and argv[i + 1].startswith("-") and _is_number(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def build_parser(task_name: str, task) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m helpers {task_name}",
-                                     description=(task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else None)
+                                     description=(task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else None,
+                                     epilog="Numbers may be negative or written in exponent form: --name -1.5, "
+                                            "--name 2e-3.")
     presets = getattr(task, "PRESETS", {})
     if presets:
         parser.add_argument("--preset", choices=sorted(presets), help="start from a named preset")
@@ -53,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     try:
         task = load(name)
-        args = build_parser(name, task).parse_args(rest)
+        numeric = {f"--{spec.name}" for spec in field_specs(task.Params) if spec.type in (int, float)}
+        args = build_parser(name, task).parse_args(join_numeric_values(rest, numeric))
         values = dict(getattr(task, "PRESETS", {}).get(getattr(args, "preset", None) or "", {}))
         values.update({k: v for k, v in vars(args).items() if k != "preset" and v is not None})
         params = params_from_dict(task.Params, values)

@@ -11,6 +11,10 @@ class InputError(HelpersError, ValueError):
     """Bad user input (file, parameter, prompt). Raised before any model loads."""
 
 
+class OutputError(HelpersError, OSError):
+    """A result could not be written (full disk, read-only folder); no partial file is left behind."""
+
+
 class MissingWeightsError(HelpersError, FileNotFoundError):
     """A model pack is not on disk; the message names the pack and how to fetch it."""
 

@@ -13,18 +13,26 @@ mediapy's reader). ``diffusers.export_to_video`` is not used: it corrupts uint8 
 
 from __future__ import annotations
 
+import errno
+import functools
 import html
+import os
 import shutil
+import subprocess
+import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from helpers.errors import InputError
+from helpers.errors import InputError, OutputError
 
 # Images larger than this (longest side) are downscaled on read: a 50-megapixel photo gains nothing at 1024 px output.
 MAX_IMAGE_SIDE = 4096
+# Refuse images with more pixels than this (a 10000 × 10000 photo is allowed, decoded downscaled where possible).
+MAX_IMAGE_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v"}
 
@@ -73,7 +81,7 @@ def to_uint8_rgb(array: np.ndarray, *, background: int = 255) -> np.ndarray:
 
 def read_image(source, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     """Read an image file (or take an array / PIL image) as uint8 RGB, EXIF-rotated, at most ``max_side`` pixels."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if isinstance(source, np.ndarray):
         image = to_uint8_rgb(source)
@@ -81,15 +89,7 @@ def read_image(source, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
         if isinstance(source, Image.Image):
             pil = source
         else:
-            path = Path(source)
-            if not path.is_file():
-                raise InputError(f"image not found: {path} — check the path or upload the file again")
-            try:
-                pil = Image.open(path)
-                pil.load()
-            except (UnidentifiedImageError, OSError) as exc:
-                raise InputError(f"cannot read {path.name} as an image ({exc.__class__.__name__}): "
-                                 "use a PNG or JPEG photo") from None
+            pil = _open_image(Path(source), max_side)
         pil = ImageOps.exif_transpose(pil)
         if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
             image = to_uint8_rgb(np.asarray(pil).astype(np.uint16 if pil.mode.startswith("I;16") else np.int64)
@@ -106,6 +106,44 @@ def read_image(source, *, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
         scale = max_side / max(image.shape[:2])
         image = resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
     return image
+
+
+def _open_image(path: Path, max_side: int):
+    """Open and decode an image file; ``InputError`` saying what is wrong with it (missing, a folder, empty, cut
+    off, not an image, too many pixels). Large JPEGs are decoded at a reduced size (``max_side``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give one image file")
+    if not path.is_file():
+        raise InputError(f"image not found: {path} — check the path or upload the file again")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes): the upload or copy did not finish — give the file again")
+
+    def too_large(size: str) -> InputError:
+        return InputError(f"{path.name} is too large to open ({size}; at most {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                          f"megapixels): shrink it to at most {max_side} px on the longest side")
+
+    with warnings.catch_warnings():  # our own limit replaces PIL's "DOS attack" warning and error
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            pil = Image.open(path)
+            width, height = pil.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise too_large(f"{width}×{height} pixels")
+            if pil.format == "JPEG" and max(width, height) > 2 * max_side:
+                pil.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 size: far less memory and time
+            pil.load()
+        except Image.DecompressionBombError:
+            raise too_large("more pixels than can be decoded safely") from None
+        except UnidentifiedImageError:
+            raise InputError(f"cannot read {path.name} as an image (not an image format PIL knows): use a PNG or "
+                             "JPEG photo") from None
+        except OSError as exc:
+            detail = str(exc).split(":")[0] or exc.__class__.__name__
+            raise InputError(f"cannot read {path.name} as an image ({detail}: the file is damaged or cut off): "
+                             "download or export it again as PNG or JPEG") from None
+    return pil
 
 
 def write_image(path, image: np.ndarray) -> Path:
@@ -162,26 +200,83 @@ class VideoInfo:
 
 
 def video_info(path) -> VideoInfo:
-    """Frame count, fps and size of a video file, without decoding it all."""
+    """Frame count, fps and size of a video file, without decoding it all. A file with a variable frame rate
+    (motion would change speed) gets a warning."""
     path = _existing_video(path)
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            raise InputError(f"cannot open {path.name} as a video: use an mp4/mov/webm file")
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        opened = cap.isOpened()
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if opened else 0
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if opened else 0.0
+        width, height = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) if opened \
+            else (0, 0)
     finally:
         cap.release()
     if count <= 0 or width <= 0:
-        raise InputError(f"{path.name} has no readable video frames: re-export it as H.264 mp4")
+        raise InputError(f"{path.name} {why_unreadable(path)}")
+    stat = path.stat()
+    _warn_variable_rate(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     return VideoInfo(frame_count=count, fps=fps if fps > 0 else 25.0, width=width, height=height)
+
+
+def _ffprobe(path: Path, *args: str) -> subprocess.CompletedProcess | None:
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return None
+    try:
+        return subprocess.run([ffprobe, "-v", "error", *args, str(path)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def why_unreadable(path: Path) -> str:
+    """What is wrong with a video file that cannot be opened, and what to do (the end of a one-line message)."""
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes): the upload or copy did not finish — give the file again"
+    probe = _ffprobe(path, "-show_entries", "stream=codec_type", "-of", "csv=p=0")
+    if probe is not None:
+        kinds = {line.strip().strip(",") for line in probe.stdout.splitlines() if line.strip()}
+        if probe.returncode == 0 and kinds and "video" not in kinds:
+            return (f"has no video track (only {', '.join(sorted(kinds))}): give a video file, not a sound "
+                    "recording")
+        if "moov atom not found" in probe.stderr:
+            return ("is incomplete (cut off while it was downloaded or copied: its index is missing): download or "
+                    "copy it again")
+        if probe.returncode != 0:
+            lines = [line.strip() for line in probe.stderr.splitlines() if line.strip()]
+            detail = lines[-1].split(": ", 1)[-1] if lines else "unknown format"
+            return f"is not a video ffmpeg can read ({detail}): re-export it as H.264 mp4"
+    return "has no readable video frames: re-export it as H.264 mp4"
+
+
+VFR_SPREAD = 1.5  # frame intervals further apart than this ratio: the clip changes speed when read frame by frame
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_variable_rate(path: str, size: int, mtime_ns: int) -> bool:
+    """Warn (once per file version) when the frames of a video are not evenly spaced in time."""
+    probe = _ffprobe(Path(path), "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0")
+    if probe is None or probe.returncode != 0:
+        return False
+    stamps = sorted(float(v) for v in (line.strip().strip(",") for line in probe.stdout.splitlines())
+                    if v and v != "N/A")
+    gaps = np.diff(np.asarray(stamps))
+    gaps = gaps[gaps > 0]
+    if len(gaps) < 2 or gaps.max() <= VFR_SPREAD * gaps.min():
+        return False
+    warnings.warn(f"{Path(path).name} has a variable frame rate (frames {1 / gaps.max():.0f} to "
+                  f"{1 / gaps.min():.0f} per second): its motion changes speed when read frame by frame — convert it "
+                  f"to a constant rate first (ffmpeg -i in.mp4 -fps_mode cfr -r 30 out.mp4)", UserWarning,
+                  stacklevel=3)
+    return True
 
 
 def _existing_video(path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give a video file")
     if not path.is_file():
         raise InputError(f"video not found: {path} — check the path or upload the file again")
     return path
@@ -208,9 +303,9 @@ def read_video(path, *, max_frames: int | None = None, stride: int = 1, start: i
                     frames.append(frame)
                     if max_frames is not None and len(frames) >= max_frames:
                         break
-    except Exception as exc:
+    except Exception:
         if not frames:  # a truncated file keeps what decoded; a broken one is an input error
-            raise InputError(f"cannot decode {path.name} ({exc.__class__.__name__}): re-export it as H.264 mp4") from None
+            raise InputError(f"cannot decode {path.name}: it {why_unreadable(path)}") from None
     if len(frames) < min_frames:
         raise InputError(
             f"{path.name} gave {len(frames)} frame(s) with stride {stride} from frame {start}; at least {min_frames} "
@@ -230,13 +325,82 @@ def as_uint8_video(frames) -> np.ndarray:
 
 
 def write_video(path, frames, fps: float, *, crf: int = 18) -> Path:
-    """Write an H.264 mp4 (yuv420p, even sizes) that every browser and phone plays."""
+    """Write an H.264 mp4 (yuv420p, even sizes) that every browser and phone plays.
+
+    ffmpeg encodes into a temporary folder (straight beside ``path`` when that one is full), the file is checked
+    (every frame there) and renamed onto ``path``: ``path`` only ever holds a complete video. When ffmpeg or the copy
+    fails (a full disk), nothing partial is left and ``OutputError`` says how much space the video needs.
+    """
     mediapy = _mediapy()
     video = _even_size(as_uint8_video(frames))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mediapy.write_video(path, video, fps=fps, codec="h264", crf=crf)
+
+    def encode(target: Path) -> None:
+        mediapy.write_video(target, video, fps=fps, codec="h264", crf=crf)
+        _check_encoded(target, len(video))
+
+    partial = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")  # ffmpeg picks the format by suffix
+    with tempfile.TemporaryDirectory(prefix="hv-video-") as scratch:
+        encoded: Path | None = Path(scratch) / partial.name
+        try:
+            encode(encoded)
+        except (OSError, RuntimeError):
+            encoded = None
+        try:
+            if encoded is None:
+                encode(partial)
+            else:
+                shutil.copyfile(encoded, partial)
+            os.replace(partial, path)
+        except (OSError, RuntimeError) as exc:
+            written = partial.stat().st_size if partial.exists() else 0
+            partial.unlink(missing_ok=True)
+            needed = encoded.stat().st_size if encoded is not None else written
+            raise write_error(path, exc, needed, at_least=encoded is None) from None
     return path
+
+
+def _check_encoded(path: Path, frames: int) -> None:
+    """ffmpeg can end without an error status yet leave a file cut short (no index, frames missing)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    if count != frames:
+        raise OSError(errno.EIO, f"the file ffmpeg wrote holds {count} of {frames} frames")
+
+
+def _megabytes(n: int) -> str:
+    if n < 1e6:
+        return f"{max(1, round(n / 1e3))} kB"
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def write_error(path: Path, exc: BaseException, needed: int, *, at_least: bool = False,
+                folder: Path | None = None) -> OutputError:
+    """The one line for an output that could not be written: why, how much space it needs, how much is free
+    (in ``folder``: where the write failed, ``path``'s folder unless given)."""
+    folder = Path(folder or Path(path).absolute().parent)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = _megabytes(shutil.disk_usage(probe).free)
+    except OSError:
+        free = "an unknown amount"
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:  # mediapy: "Error writing '<file>': <ffmpeg's error output>"
+        text = str(exc).partition("': ")[2] if str(exc).startswith("Error writing") else str(exc)
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        reason = f"ffmpeg: {lines[-1]}" if lines else "ffmpeg stopped with an error"
+    need = f"more than {_megabytes(needed)}" if at_least else _megabytes(needed)
+    return OutputError(f"could not write {Path(path).name} to {folder} ({reason}): it needs {need} and {free} is "
+                       f"free there — free some space (or choose another output_dir) and run again")
 
 
 def write_gif(path, frames, fps: float, *, max_side: int = 512) -> Path:
@@ -246,7 +410,15 @@ def write_gif(path, frames, fps: float, *, max_side: int = 512) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in video]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
+                       loop=0)
+        os.replace(partial, path)
+    except OSError as exc:
+        size = partial.stat().st_size if partial.exists() else 0
+        partial.unlink(missing_ok=True)
+        raise write_error(path, exc, size, at_least=True) from None
     return path
 
 

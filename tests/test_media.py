@@ -28,13 +28,60 @@ def test_huge_image_is_downscaled():
     assert img.shape == (40, 20, 3)
 
 
-@pytest.mark.parametrize("content", [b"", b"not an image at all"])
-def test_corrupt_image_is_one_line_error(tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    (b"", "broken.png is empty \\(0 bytes\\)"),
+    (b"not an image at all", "cannot read broken.png as an image \\(not an image format"),
+    ("cut", "cannot read broken.png as an image \\(.*damaged or cut off"),
+])
+def test_damaged_image_says_what_is_wrong_in_one_line(tmp_path, content, message):
     path = tmp_path / "broken.png"
+    if content == "cut":
+        media.write_image(path, np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        content = path.read_bytes()[:600]
     path.write_bytes(content)
-    with pytest.raises(InputError, match="cannot read broken.png") as err:
+    with pytest.raises(InputError, match=message) as err:
         media.read_image(path)
     assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=f"^{tmp_path} is a folder: give one image file$"):
+        media.read_image(tmp_path)
+
+
+def _png_header_only(path, width, height):
+    """A PNG that declares ``width`` × ``height`` pixels (no pixel data: opening reads only the header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [20000, 11000, 10000])
+def test_huge_images_give_one_line_and_no_library_warning(tmp_path, side):
+    import warnings
+
+    path = _png_header_only(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError) as err:
+            media.read_image(path)
+    assert not [w for w in caught if "DecompressionBomb" in w.category.__name__], "PIL's warning reached the user"
+    assert type(err.value) is InputError and "\n" not in str(err.value)
+    if side > 10000:  # over the limit: refused by size (10000² is allowed; this header has no pixels, so damaged)
+        assert "huge.png is too large to open" in str(err.value) and "shrink it" in str(err.value)
+    else:
+        assert "damaged or cut off" in str(err.value)
+
+
+def test_large_jpeg_is_decoded_downscaled(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((1000, 600, 3), 90, np.uint8)).save(tmp_path / "big.jpg")
+    image = media.read_image(tmp_path / "big.jpg", max_side=200)
+    assert image.shape == (200, 120, 3) and abs(int(image[50, 50, 0]) - 90) < 4
 
 
 def test_missing_and_tiny_images(tmp_path):
@@ -72,6 +119,112 @@ def test_video_errors(tmp_path):
         media.read_video(tmp_path / "bad.mp4")
     with pytest.raises(InputError, match="stride"):
         media.read_video(path, stride=0)
+
+
+def _ffmpeg(*args):
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True, timeout=60)
+
+
+def test_unreadable_videos_say_what_is_wrong(tmp_path):
+    path = media.write_video(tmp_path / "v.mp4", moving_square(6), fps=5)
+    (tmp_path / "cut.mp4").write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", tmp_path / "song.mp4")
+    expected = {"cut.mp4": "cut.mp4 is incomplete (cut off while it was downloaded or copied",
+                "empty.mp4": "empty.mp4 is empty (0 bytes)",
+                "song.mp4": "song.mp4 has no video track (only audio)"}
+    for name, message in expected.items():
+        with pytest.raises(InputError) as err:
+            media.video_info(tmp_path / name)
+        assert str(err.value).startswith(message) and "mp4/mov/webm" not in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="is a folder: give a video file"):
+        media.video_info(tmp_path)
+
+
+def test_variable_frame_rate_is_reported(tmp_path):
+    for i, frame in enumerate(moving_square(8)):
+        media.write_image(tmp_path / f"f{i}.png", frame)
+    durations = [0.04] * 4 + [0.16] * 4  # 25 fps, then 6.25 fps: played frame by frame the motion speeds up 4×
+    listing = "".join(f"file 'f{i}.png'\nduration {d}\n" for i, d in enumerate(durations)) + "file 'f7.png'\n"
+    (tmp_path / "list.txt").write_text(listing)
+    _ffmpeg("-f", "concat", "-safe", "0", "-i", tmp_path / "list.txt", "-fps_mode", "vfr", "-pix_fmt", "yuv420p",
+            tmp_path / "vfr.mp4")
+    with pytest.warns(UserWarning, match="vfr.mp4 has a variable frame rate"):
+        media.video_info(tmp_path / "vfr.mp4")
+    import warnings
+
+    steady = media.write_video(tmp_path / "cfr.mp4", moving_square(8), fps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        media.video_info(steady)
+
+
+def _fails_when_full(tmp_path, limit_bytes):
+    """Write a video in a child process whose files may not grow past ``limit_bytes`` (a disk that fills up)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with an error instead of killing ffmpeg
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    script = ("import numpy as np, sys\nfrom helpers import media\nfrom helpers.errors import OutputError\n"
+              "frames = np.random.default_rng(0).integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)\n"
+              "try:\n    media.write_video(sys.argv[1], frames, 8)\nexcept OutputError as exc:\n"
+              "    print('OutputError:', exc)\nelse:\n    print('written')\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.mp4")], capture_output=True, text=True,
+                          preexec_fn=limit, env=env, timeout=120)
+    return done.stdout.strip() + done.stderr.strip()[-500:]
+
+
+def test_full_disk_is_detected_and_leaves_no_partial_file(tmp_path):
+    said = _fails_when_full(tmp_path, 50_000)
+    assert said.startswith("OutputError: could not write out.mp4 to"), said
+    assert "it needs more than" in said and "free some space" in said
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_cut_short_without_an_error_is_caught(tmp_path, monkeypatch):
+    import mediapy
+
+    from helpers.errors import OutputError
+
+    encode = mediapy.write_video
+
+    def cut_short(path, *args, **kwargs):  # ffmpeg ends "normally" but the file lost its end
+        encode(path, *args, **kwargs)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+
+    monkeypatch.setattr(mediapy, "write_video", cut_short)
+    with pytest.raises(OutputError, match="could not write v.mp4 .*holds 0 of 6 frames"):
+        media.write_video(tmp_path / "v.mp4", moving_square(6), fps=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_onto_a_full_drive_says_how_much_space_is_needed(tmp_path, monkeypatch):
+    import errno
+
+    from helpers.errors import OutputError
+
+    def full(source, target):
+        open(target, "wb").write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(media.shutil, "copyfile", full)
+    with pytest.raises(OutputError) as err:
+        media.write_video(tmp_path / "v.mp4", moving_square(6), fps=5)
+    message = str(err.value)
+    assert message.startswith(f"could not write v.mp4 to {tmp_path} (No space left on device): it needs ")
+    assert " kB and " in message and " free there" in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_side_by_side_holds_last_frame_of_an_image():

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import tempfile
 import time
 import typing
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.errors import InputError
+from helpers.errors import InputError, OutputError
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances (e.g. ``("denoise", 12, 50)``)."""
@@ -89,8 +91,12 @@ def field_specs(params_cls: type) -> list[FieldSpec]:
     return own + common
 
 
+MAX_TEXT_CHARS = 2000  # prompts: CLIP reads 77 tokens (MuseV 3 × 75); longer text is a paste gone wrong
+
+
 def check_params(params: TaskParams) -> None:
-    """Check every field against its declared type, range and choices; raise ``InputError`` on the first problem."""
+    """Check every field against its declared type, range (finite numbers only) and choices, prompts against a
+    sane length, then the output folder (:func:`check_output_folder`); raise ``InputError`` on the first problem."""
     for spec in field_specs(type(params)):
         value = getattr(params, spec.name)
         label = spec.name
@@ -101,6 +107,10 @@ def check_params(params: TaskParams) -> None:
         if spec.type in (int, float):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise InputError(f"{label} must be a number (got {value!r})")
+            if not math.isfinite(value):  # NaN passes every comparison, so the range check alone lets it through
+                span = (f"from {spec.min} to {spec.max}" if spec.min is not None and spec.max is not None
+                        else "an ordinary number")
+                raise InputError(f"{label} must be a finite number (got {value}): give {span}")
             if spec.type is int and float(value) != int(value):
                 raise InputError(f"{label} must be a whole number (got {value!r})")
             if spec.min is not None and value < spec.min:
@@ -109,6 +119,10 @@ def check_params(params: TaskParams) -> None:
                 raise InputError(f"{label} must be at most {spec.max} (got {value})")
         if spec.choices is not None and value not in spec.choices:
             raise InputError(f"{label} must be one of {', '.join(map(str, spec.choices))} (got {value!r})")
+        if spec.widget == "textarea" and isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise InputError(f"{label} is {len(value)} characters long: the text encoder reads only its first 77 "
+                             f"tokens (a few hundred characters) — shorten it to under {MAX_TEXT_CHARS}")
+    check_output_folder(params)
 
 
 def params_from_dict(params_cls: type, values: dict) -> TaskParams:
@@ -268,12 +282,74 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/Infinity: a sidecar must stay readable by every JSON parser
+    if isinstance(value, str):
+        return _URL.sub(lambda m: public_url(m.group()), value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+_URL = re.compile(r"\b(?:https?|ftp)://[^\s\"'<>]+")
+
+
+def public_url(url: str) -> str:
+    """``url`` without what may be a credential: ``user:password@`` and the query string (signed links and access
+    tokens travel there). Used for everything a sidecar or a message shows.
+
+    >>> public_url("https://me:secret@example.org/a/b.png?token=abc#x")
+    'https://example.org/a/b.png'
+    """
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot take outputs (created when missing, then a test file written and removed), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "it is a file, not a folder"
+    except NotADirectoryError:
+        return "a part of the path is a file"
+    except OSError as exc:
+        return exc.strerror or exc.__class__.__name__
+    if not folder.is_dir():
+        return "it is not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write there: {exc.strerror or exc.__class__.__name__}"
+    return None
+
+
+def check_output_folder(params: TaskParams) -> Path:
+    """Create the folder the outputs go to and write a test file there, so a folder that is a file, read-only or
+    on a full drive is refused in one line before any model loads (not after the whole generation). Returns the
+    folder checked: ``output_dir``, or the outputs folder of the Drive root (SMOKE: of the SMOKE root)."""
+    if params.output_dir:
+        folder = Path(params.output_dir).expanduser()
+    elif is_smoke(params):
+        folder = smoke_root() / "outputs"
+    else:
+        from helpers import runtime
+
+        folder = runtime.drive_root() / "outputs"
+    problem = _folder_problem(folder)
+    if problem:
+        raise InputError(f"output_dir {folder} cannot hold the results ({problem}): choose a folder you can write "
+                         f"to, or leave output_dir empty")
+    return folder
 
 
 def output_folder(task: str, params: TaskParams) -> Path:
@@ -281,13 +357,73 @@ def output_folder(task: str, params: TaskParams) -> Path:
 
     if params.output_dir:
         folder = Path(params.output_dir).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    if is_smoke(params):
+    elif is_smoke(params):
         folder = smoke_root() / "outputs" / task
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    return runtime.outputs_dir(task)
+    else:
+        folder = runtime.drive_root() / "outputs" / task
+    problem = _folder_problem(folder)
+    if problem:
+        raise OutputError(f"cannot write the results to {folder} ({problem}): choose another output_dir")
+    return folder
+
+
+OUTPUT_NAMES = ("{stem}.mp4", "{stem}_preview.mp4", "{stem}.json")
+
+
+def _claim(path: Path) -> bool:
+    """Create ``path`` empty if no file has that name (atomic: of two runs asking at once, one gets it)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def reserve_outputs(folder: Path, base: str, names: typing.Sequence[str] = OUTPUT_NAMES) -> tuple[str, list[Path]]:
+    """Claim every output name of one result at once: ``base``, else ``base_2``, ``base_3``... — the first stem
+    whose files (``names``, formatted with ``stem``) are all free. Each name is created empty with ``O_EXCL``, so
+    two runs started together in one folder (two notebooks on one Drive, CLI batches) never share a name and
+    nothing already there is overwritten. Returns the stem and the claimed (empty) files."""
+    n = 1
+    while True:
+        stem = base if n == 1 else f"{base}_{n}"
+        claimed: list[Path] = []
+        for name in names:
+            path = folder / name.format(stem=stem)
+            if not _claim(path):
+                break
+            claimed.append(path)
+        else:
+            return stem, claimed
+        for path in claimed:
+            path.unlink(missing_ok=True)
+        n += 1
+
+
+def _release_unwritten(paths: typing.Iterable[Path]) -> None:
+    """Remove the claimed names that never got their content (still empty): a failed run leaves no stub behind."""
+    for path in paths:
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write a sidecar in one step (a temporary file renamed over ``path``): valid JSON or nothing, never a
+    truncated or empty file. Non-finite numbers become ``null``."""
+    from helpers import media
+
+    text = json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise media.write_error(path, exc, len(text.encode())) from None
+    return path
 
 
 def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, meta: dict | None = None,
@@ -295,44 +431,53 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     """Write the result: ``<stem>.mp4``, ``<stem>_preview.mp4`` (control | result, small) and ``<stem>.json``.
 
     The sidecar holds every parameter, the seed, the weight files and their revisions (``meta["weights"]``), timings,
-    peak GPU memory, the memory plan and library versions. Existing files are never overwritten.
+    peak GPU memory, the memory plan and library versions. The three names are reserved together before anything
+    is written (:func:`reserve_outputs`): existing files are never overwritten. A write that fails (a full disk)
+    raises ``OutputError`` saying how much space is needed, and leaves no empty or partial file behind.
     """
     from helpers import media, runtime
 
     frames = media.as_uint8_video(frames)
     folder = output_folder(task, params)
-    stem = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}"
-    n = 1
-    while (folder / f"{stem}.mp4").exists():
-        n += 1
-        stem = f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}_{n}"
-    video_path = media.write_video(folder / f"{stem}.mp4", frames, fps)
-    preview = media.side_by_side(control, frames) if control is not None else frames
-    preview_path = media.write_video(folder / f"{stem}_preview.mp4", media.fit_box(preview, *media.PREVIEW_BOX), fps, crf=28)
-    metadata = {
-        "task": task,
-        "params": _jsonable(params),
-        "seed": params.seed,
-        "frames": int(frames.shape[0]),
-        "size": [int(frames.shape[2]), int(frames.shape[1])],
-        "fps": fps,
-        "timings_s": (timings.seconds | {"total": timings.total()}) if timings else {},
-        "peak_gpu_memory_gb": round(runtime.peak_memory_gb(), 3),
-        "environment": runtime.environment_summary(),
-        **_jsonable(meta or {}),
-    }
-    sidecar_path = folder / f"{stem}.json"
-    sidecar_path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    stem, claimed = reserve_outputs(folder, f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}")
+    video_path, preview_path, sidecar_path = claimed
+    try:
+        media.write_video(video_path, frames, fps)
+        preview = media.side_by_side(control, frames) if control is not None else frames
+        media.write_video(preview_path, media.fit_box(preview, *media.PREVIEW_BOX), fps, crf=28)
+        metadata = _jsonable({
+            "task": task,
+            "params": params,
+            "seed": params.seed,
+            "frames": int(frames.shape[0]),
+            "size": [int(frames.shape[2]), int(frames.shape[1])],
+            "fps": fps,
+            "timings_s": (timings.seconds | {"total": timings.total()}) if timings else {},
+            "peak_gpu_memory_gb": round(runtime.peak_memory_gb(), 3),
+            "environment": runtime.environment_summary(),
+            **(meta or {}),
+        })
+        write_json(sidecar_path, metadata)
+    except BaseException:
+        _release_unwritten(claimed)
+        raise
     return Result(frames=frames, fps=fps, control=None if control is None else media.as_uint8_video(
         control if np.asarray(control).ndim == 4 else np.asarray(control)[None]), video_path=video_path, preview_path=preview_path,
                   sidecar_path=sidecar_path, metadata=metadata)
 
 
 def add_gif(result: Result) -> Path:
-    """Write ``<stem>.gif`` beside the result's mp4 and record it in the sidecar (``outputs.gif``)."""
+    """Write ``<stem>.gif`` beside the result's mp4 (``<stem>_2.gif``... when that name is taken) and record it in
+    the sidecar (``outputs.gif``)."""
     from helpers import media
 
-    gif = media.write_gif(result.video_path.with_suffix(".gif"), result.frames, result.fps)
+    stem = result.video_path.stem
+    _, (gif,) = reserve_outputs(result.video_path.parent, stem, ("{stem}.gif",))
+    try:
+        media.write_gif(gif, result.frames, result.fps)
+    except BaseException:
+        _release_unwritten([gif])
+        raise
     result.metadata.setdefault("outputs", {})["gif"] = str(gif)
-    result.sidecar_path.write_text(json.dumps(result.metadata, indent=2, ensure_ascii=False))
+    write_json(result.sidecar_path, result.metadata)
     return gif
