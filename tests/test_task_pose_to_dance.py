@@ -183,7 +183,7 @@ def test_fetch_input_downloads_once_into_the_drive_inputs(tmp_path, monkeypatch)
     source.write_bytes(b"0123456789" * 1000)
     local = inputs.fetch_input(source.as_uri())
     assert local.read_bytes() == source.read_bytes()
-    assert local.parent == tmp_path / "hv_root" / "inputs" / "examples" and local.name == "video_02.mp4"
+    assert local.parent == tmp_path / "hv_root" / "inputs" / "examples" and local.name.startswith("video_02-")
 
     def offline(*_args, **_kwargs):
         raise urllib.error.URLError("no network")

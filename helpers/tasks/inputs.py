@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.errors import InputError
-from helpers.tasks.base import smoke_root, weights_root
+from helpers.tasks.base import public_url, smoke_root, weights_root
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "pose"
 BUNDLED = ("reference.png", "dancer.mp4")  # the synthetic examples in ASSETS (helpers.testing.pose draws them)
@@ -51,17 +51,35 @@ def expand_url_range(url: str) -> list[str]:
     return [url[:match.start()] + str(i).zfill(len(first)) + url[match.end():] for i in range(int(first), int(last) + 1)]
 
 
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
+
+
+def _looks_like_a_web_page(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_STARTS)
+
+
 def _download(url: str, target: Path, timeout: float) -> None:
+    shown = public_url(url)
     partial = target.with_name(target.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            page = "html" in (response.headers.get("Content-Type") or "").lower()
+            first = True
             while block := response.read(1 << 20):
+                if first and (page or _looks_like_a_web_page(block[:512])):
+                    page = True
+                    break
+                first = False
                 out.write(block)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc.__class__.__name__
         raise InputError(f"could not download {target.name} ({reason}): check the internet connection, or download "
-                         f"{url} yourself and give its path") from None
+                         f"{shown} yourself and give its path") from None
+    if page:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"{shown} answered with a web page, not the file: give the file's direct address (on GitHub "
+                         "the 'raw' link; on Drive a download link), or download it yourself and give its path")
     partial.replace(target)
 
 
@@ -69,29 +87,44 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
+def _cached(target: Path) -> bool:
+    """A finished download (not empty; a web page kept by an older version is dropped, to be fetched again)."""
+    if not (target.is_file() and target.stat().st_size > 0):
+        return False
+    with open(target, "rb") as f:
+        if _looks_like_a_web_page(f.read(512)):
+            target.unlink()
+            return False
+    return True
+
+
 def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
     """Download ``url`` once into ``<Drive root>/inputs/examples/`` (or ``folder``) and return the local path.
 
-    One file lands as ``<parent>_<name>`` (``.../video/02.mp4`` → ``video_02.mp4``); a numbered sequence
+    One file lands as ``<parent>_<stem>-<hash of the whole URL><suffix>`` (``.../video/02.mp4`` →
+    ``video_02-1a2b3c4d5e.mp4``): two addresses that end alike never share a file. A numbered sequence
     (``{0000..0025}`` in the URL) lands in a folder of its own, which is returned. Files already there are reused
-    without any network access. Raises ``InputError`` when a download fails.
+    without any network access. Raises ``InputError`` when a download fails or the address answers with a web page
+    instead of the file (nothing is kept then).
     """
     from helpers import runtime
 
     parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
     if not parts:
-        raise InputError(f"{url} does not name a file: give the address of an image, a video or numbered frames")
+        raise InputError(f"{public_url(url)} does not name a file: give the address of an image, a video or "
+                         "numbered frames")
     folder = Path(folder) if folder is not None else runtime.drive_root() / "inputs" / "examples"
     urls = expand_url_range(url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
     if len(urls) == 1 and not _RANGE.search(url):
-        targets = [folder / _safe_name("_".join(parts[-2:]))]
+        name = Path("_".join(parts[-2:]))
+        targets = [folder / _safe_name(f"{name.stem}-{digest}{name.suffix}")]
     else:
-        digest = hashlib.sha256(url.encode()).hexdigest()[:8]
-        folder = folder / _safe_name("_".join(parts[-3:-1]) + f"-{digest}")
+        folder = folder / _safe_name("_".join(parts[-3:-1]) + f"-{digest[:8]}")
         targets = [folder / Path(urllib.parse.urlsplit(one).path).name for one in urls]
     folder.mkdir(parents=True, exist_ok=True)
     for one, target in zip(urls, targets):
-        if not (target.is_file() and target.stat().st_size > 0):
+        if not _cached(target):
             _download(one, target, timeout)
     return folder if _RANGE.search(url) else targets[0]
 
@@ -149,15 +182,21 @@ def local_input(value: str, what: str, *, smoke: bool, sources: dict, stand_in: 
             raise InputError(f"the {what} is one file: {value} names a numbered sequence — give one file's address")
         if smoke:
             path = stand_in(value)
-            sources[what] = f"{value} (SMOKE: " + (f"replaced by the synthetic {path.name})" if path else "left out)")
+            sources[what] = f"{public_url(value)} (SMOKE: " + (f"replaced by the synthetic {path.name})" if path
+                                                               else "left out)")
             return path
-        sources[what] = value
+        sources[what] = public_url(value)  # a token or password in the address never reaches the sidecar
         return fetch_input(value)
     if value in {str(ASSETS / name) for name in BUNDLED}:
         return bundled_asset(Path(value).name, smoke)
     path = Path(value).expanduser()
-    if not (path.exists() if folders else path.is_file()):
+    if not path.exists():
         raise InputError(f"{what} not found: {path} — check the path or upload the file again")
+    if path.is_dir() and not folders:
+        raise InputError(f"the {what} {path} is a folder: give one file inside it")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"the {what} {path.name} is empty (0 bytes): the upload or copy did not finish — give the "
+                         "file again")
     return path
 
 
@@ -166,6 +205,21 @@ def frame_files(folder: Path) -> list[Path]:
     from helpers import media
 
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in media.IMAGE_SUFFIXES)
+
+
+def _warn_numbering_gaps(files: list[Path], what: str) -> list[int]:
+    """Warn when the numbers in frame names skip some (``f_0003.png`` then ``f_0007.png``): the clip is read as if
+    those frames were never there, so the motion jumps. Returns the missing numbers."""
+    numbers = [re.search(r"(\d+)\D*$", f.stem) for f in files]
+    if len(files) < 2 or not all(numbers):
+        return []
+    present = sorted({int(m.group(1)) for m in numbers})
+    missing = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (f" … ({len(missing)} in all)" if len(missing) > 5 else "")
+        warnings.warn(f"{what}: frame(s) {shown} are missing from {files[0].parent.name}/ — the clip jumps where they "
+                      "should be; add them, or ignore this if the gaps are intended", UserWarning, stacklevel=3)
+    return missing
 
 
 def file_stamp(path: Path | None) -> tuple:
@@ -184,6 +238,7 @@ def count_frames(path: Path, what: str) -> tuple[int, float | None]:
         files = frame_files(path)
         if not files:
             raise InputError(f"{what}: no images in {path} — give a folder of PNG/JPEG frames or a video")
+        _warn_numbering_gaps(files, what)
         return len(files), None
     if path.suffix.lower() in media.IMAGE_SUFFIXES - {".gif"}:
         raise InputError(f"{what} {path.name} is a single image: give a video or a folder of frames")
