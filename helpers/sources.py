@@ -132,17 +132,22 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
                    progress: bool = True) -> str:
     """Download ``rel`` into ``folder`` (its repo path kept) and verify it against the Hub's size and hash.
 
-    Returns the file's sha256. A copy that fails verification is deleted and fetched once more. Within one call
-    ``huggingface_hub`` resumes a dropped transfer with an HTTP range; a file finished by an earlier, interrupted
-    run is recognised from its local download metadata and not fetched again.
+    Returns the file's sha256. A copy that fails verification is deleted and fetched once more. Weight files (LFS)
+    go through :func:`fetch_resumable`: a run killed part-way (a Colab disconnect) leaves a partial file that the
+    next run continues with an HTTP range. Within one call a dropped transfer is resumed too; a small file finished
+    by an earlier, interrupted run is recognised from its local download metadata and not fetched again.
     """
     from huggingface_hub import hf_hub_download
 
     path = folder / rel
     for _attempt in (1, 2):
         try:
-            hf_hub_download(source.repo_id, rel, repo_type=source.repo_type, revision=commit, local_dir=folder,
-                            token=token, endpoint=_endpoint(), tqdm_class=None if progress else QuietTqdm)
+            if remote["sha256"]:  # weights (LFS): continued by the next run after a kill; a finished copy is hashed
+                if not path.is_file():
+                    fetch_resumable(source, commit, folder, rel, remote, token, progress)
+            else:
+                hf_hub_download(source.repo_id, rel, repo_type=source.repo_type, revision=commit, local_dir=folder,
+                                token=token, endpoint=_endpoint(), tqdm_class=None if progress else QuietTqdm)
         except Exception as err:
             mapped = hub_error(err, source, token)
             raise (SourceGone(f"{rel} not found") if isinstance(mapped, SourceGone) else mapped) from err
@@ -161,6 +166,58 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
         say(progress, f"{rel}: damaged copy deleted, fetching it again")
     raise WeightsError(f"{rel} from {source.label} arrives damaged (size or hash mismatch): re-run the download "
                        f"later; if it persists the file changed upstream.")
+
+
+DOWNLOAD_DIR = Path(".cache") / "huggingface" / "download"  # huggingface_hub's metadata folder inside local_dir
+
+
+def partial_path(folder: Path, rel: str, remote: dict) -> Path:
+    """Where the unfinished download of ``rel`` is kept between runs; the name holds the content hash, so a file
+    that changed upstream never continues an old partial copy."""
+    key = (remote.get("sha256") or remote.get("blob_id") or "unknown")[:16]
+    return folder / DOWNLOAD_DIR / f"{rel}.{key}.partial"
+
+
+def unfinished_files(folder: Path) -> list[Path]:
+    """Partial downloads in a role folder: ours (continued by the next run) and ``*.incomplete`` files that a killed
+    ``huggingface_hub`` download leaves behind (never reused by it; removed when that file is fetched again)."""
+    base = folder / DOWNLOAD_DIR
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in (".partial", ".incomplete"))
+
+
+def fetch_resumable(source: HubSource, commit: str, folder: Path, rel: str, remote: dict, token: str | None,
+                    progress: bool = True) -> None:
+    """Download ``rel`` into ``folder / rel`` through a partial file that outlives the process: a later call (after
+    a kill, a disconnect, a restarted runtime) asks the Hub for the remaining bytes only. Holds huggingface_hub's
+    per-file lock, so two processes never write one partial file, and removes the orphans of killed
+    ``huggingface_hub`` downloads of this file."""
+    from filelock import FileLock
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    partial = partial_path(folder, rel, remote)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / DOWNLOAD_DIR / f"{rel}.lock")):
+        for orphan in partial.parent.glob(f"{Path(rel).name}.*.incomplete"):
+            orphan.unlink(missing_ok=True)
+        for stale in partial.parent.glob(f"{Path(rel).name}.*.partial"):  # an older upstream version of the file
+            if stale != partial:
+                stale.unlink(missing_ok=True)
+        done = partial.stat().st_size if partial.is_file() else 0
+        if remote.get("size") is not None and done > remote["size"]:
+            partial.unlink()
+            done = 0
+        if done:
+            say(progress, f"{rel}: continuing the earlier download at {done / 1e6:.0f} MB")
+        url = hf_hub_url(source.repo_id, rel, repo_type=source.repo_type, revision=commit, endpoint=_endpoint())
+        with open(partial, "ab") as out:
+            http_get(url, out, resume_size=done, headers=build_hf_headers(token=token), expected_size=remote.get("size"),
+                     displayed_filename=Path(rel).name, tqdm_class=None if progress else QuietTqdm)
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, folder / rel)
 
 
 def fetch_url(source: UrlSource, folder: Path, progress: bool = True) -> list[str]:

@@ -26,7 +26,17 @@ from pathlib import Path
 from helpers import registry
 from helpers.errors import InputError, MissingWeightsError, WeightsError
 from helpers.registry import Source, UrlSource
-from helpers.sources import SourceGone, fetch_hub_file, fetch_url, list_hub, say, select, sha256_file
+from helpers.sources import (
+    SourceGone,
+    fetch_hub_file,
+    fetch_url,
+    list_hub,
+    partial_path,
+    say,
+    select,
+    sha256_file,
+    unfinished_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +261,7 @@ class WeightStatus:
     expected_bytes: int
     source: str
     licence: str
+    partial_bytes: int = 0  # unfinished downloads kept for the next run (not in size_bytes)
 
     @property
     def present(self) -> bool:
@@ -284,7 +295,8 @@ def status(packs: Iterable[str] | str | None = None, root: Path | str | None = N
             state, source, licence = ("unrecorded" if path else "missing"), first.label, first.licence.name
             on_disk = [p for p in folder.rglob("*") if p.is_file()] if path else []
         size = sum(p.stat().st_size for p in on_disk if p.is_file() and ".cache" not in p.parts)
-        rows.append(WeightStatus(pack, role, state, path, size, first.approx_bytes, source, licence))
+        partial = sum(p.stat().st_size for p in unfinished_files(folder))
+        rows.append(WeightStatus(pack, role, state, path, size, first.approx_bytes, source, licence, partial))
     return rows
 
 
@@ -292,8 +304,9 @@ def format_status(rows: list[WeightStatus]) -> str:
     """A plain-text table of ``status()`` rows."""
     lines = [f"{'pack/role':42} {'state':11} {'on disk':>9} {'expected':>9}  source"]
     for r in rows:
+        partial = f" (+{_human(r.partial_bytes)} partial download: re-run to continue it)" if r.partial_bytes else ""
         lines.append(f"{r.pack + '/' + r.role:42} {r.state:11} {_human(r.size_bytes):>9} "
-                     f"{'~' + _human(r.expected_bytes):>9}  {r.source}")
+                     f"{'~' + _human(r.expected_bytes):>9}  {r.source}{partial}")
     return "\n".join(lines)
 
 
@@ -415,9 +428,14 @@ class _Plan:
     tried: list[str] = field(default_factory=list)
 
     def download_bytes(self) -> int:
+        """Bytes still to come: a partial copy left by an interrupted run is continued, not fetched again."""
         if isinstance(self.source, UrlSource):
             return self.source.approx_bytes
-        return sum(self.remote[rel]["size"] or 0 for rel in self.fetch)
+        total = 0
+        for rel in self.fetch:
+            remote, partial = self.remote[rel], partial_path(self.folder, rel, self.remote[rel])
+            total += max(0, (remote["size"] or 0) - (partial.stat().st_size if partial.is_file() else 0))
+        return total
 
 
 def download(packs: Iterable[str] | str, root: Path | str | None = None, token: str | None = None,

@@ -283,3 +283,64 @@ def test_fake_hub_serves_a_folder_of_repos_to_snapshot_download(tmp_path, monkey
 
     assert (tmp_path / "a/yolox_l.onnx").read_bytes() == b"tiny detector" and model == str(tmp_path / "a")
     assert (tmp_path / "b/image_encoder/config.json").read_text() == "{}" and space == str(tmp_path / "b")
+
+
+_CHILD = """
+import json, sys
+from pathlib import Path
+from huggingface_hub import constants
+from helpers import sources
+from helpers.registry import HubSource, Licence
+constants.DOWNLOAD_CHUNK_SIZE = 64 * 1024  # (10 MB by default) so the bytes before the stall reach the disk
+source = HubSource("org/big", Licence("Apache-2.0", "https://example.org/licence"), files=("w.safetensors",),
+                   entry="w.safetensors")
+sources.fetch_hub_file(source, sys.argv[1], Path(sys.argv[2]), "w.safetensors", json.loads(sys.argv[3]), None,
+                       progress=False)
+"""
+
+
+def test_download_killed_part_way_is_continued_by_the_next_run(hub, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    big = os.urandom(3_000_000)
+    repo = hub.add_repo("org/big", {"w.safetensors": big})
+    remote = {"size": len(big), "sha256": hashlib.sha256(big).hexdigest(), "blob_id": None}
+    folder = tmp_path / "models" / "big" / "weights"
+    hub.hold_after("org/big", "w.safetensors", 2_000_000)  # 2 of 3 MB arrive, then the connection stalls
+    env = {**os.environ, **hub.env(), "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, repo.commit, str(folder), json.dumps(remote)], env=env)
+    partial = sources.partial_path(folder, "w.safetensors", remote)
+    try:
+        deadline = time.monotonic() + 60
+        while not (partial.is_file() and partial.stat().st_size >= 1_900_000):
+            assert child.poll() is None and time.monotonic() < deadline, "the download did not get going"
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no clean-up code runs, as when a Colab runtime is disconnected
+        child.wait()
+    kept = partial.stat().st_size
+    orphan = partial.parent / f"w.safetensors.{remote['sha256']}.0123abcd.incomplete"  # a killed hf_hub_download's
+    orphan.write_bytes(b"x" * 1000)
+    row = weights.WeightStatus("big", "weights", "incomplete", None, 0, 0, "", "", kept + 1000)
+    assert "partial download: re-run to continue it" in weights.format_status([row])
+    assert sum(p.stat().st_size for p in sources.unfinished_files(folder)) == kept + 1000
+
+    digest = sources.fetch_hub_file(HubSource("org/big", OPEN, files=("w.safetensors",), entry="w.safetensors"),
+                                    repo.commit, folder, "w.safetensors", remote, None, progress=False)
+
+    assert digest == remote["sha256"] and (folder / "w.safetensors").read_bytes() == big
+    assert hub.downloads("w.safetensors")[-1].range == f"bytes={kept}-"  # only the missing bytes were asked for
+    assert sources.unfinished_files(folder) == []  # the partial became the file; the orphan is gone
+
+
+def test_disk_check_counts_only_the_bytes_still_to_come(tmp_path):
+    remote = {"size": 1000, "sha256": "ab" * 32, "blob_id": None}
+    plan = weights._Plan("p", "r", tmp_path, PACKS["single"].roles["detector"].candidates[0], remote={"a": remote},
+                         fetch=["a"])
+    assert plan.download_bytes() == 1000
+    partial = sources.partial_path(tmp_path, "a", remote)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x" * 600)
+    assert plan.download_bytes() == 400

@@ -89,6 +89,8 @@ class RequestRecord:
 @dataclass
 class _Faults:
     drop_after: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo_id, path) -> bytes before the drop
+    hold_after: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo_id, path) -> bytes before a stall
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 class FakeHub:
@@ -150,6 +152,11 @@ class FakeHub:
         """The next GET of this file sends ``after_bytes`` bytes of the body, then closes the connection."""
         self._faults.drop_after[(repo_id, path)] = after_bytes
 
+    def hold_after(self, repo_id: str, path: str, after_bytes: int) -> None:
+        """The next GET of this file sends ``after_bytes`` bytes of the body, then stalls (as a dead connection does)
+        until the hub stops: a client can be killed part-way through a download."""
+        self._faults.hold_after[(repo_id, path)] = after_bytes
+
     # -- lifecycle ----------------------------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
@@ -172,6 +179,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._faults.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -349,13 +357,17 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"{path} does not exist", {"X-Repo-Commit": repo.commit})
         headers = {"ETag": f'"{repo.etag(path)}"', "X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}
-        drop_after = None
+        drop_after = hold_after = None
         if self.command == "GET":
             drop_after = self.fake_hub._faults.drop_after.pop((repo_id, path), None)
-        self._send_body(repo.files[path], headers, drop_after=drop_after)
+            hold_after = self.fake_hub._faults.hold_after.pop((repo_id, path), None)
+        self._send_body(repo.files[path], headers, drop_after=drop_after if hold_after is None else hold_after,
+                        hold=hold_after is not None)
 
-    def _send_body(self, data: bytes, headers: dict[str, str], drop_after: int | None = None) -> None:
-        """Send ``data`` honouring ``Range: bytes=N-``; with ``drop_after``, close the socket mid-body."""
+    def _send_body(self, data: bytes, headers: dict[str, str], drop_after: int | None = None,
+                   hold: bool = False) -> None:
+        """Send ``data`` honouring ``Range: bytes=N-``; with ``drop_after``, close the socket mid-body (``hold``: stall
+        there until the hub stops, then close)."""
         start = 0
         range_header = self.headers.get("Range")
         if range_header and range_header.startswith("bytes=") and self.command == "GET":
@@ -377,6 +389,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body[:drop_after])
         self.wfile.flush()
+        if hold:
+            self.fake_hub._faults.released.wait(timeout=120)
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(2)
