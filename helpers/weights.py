@@ -23,20 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import registry
+from helpers import registry, sources
 from helpers.errors import InputError, MissingWeightsError, WeightsError
 from helpers.registry import Source, UrlSource
-from helpers.sources import (
-    SourceGone,
-    fetch_hub_file,
-    fetch_url,
-    list_hub,
-    partial_path,
-    say,
-    select,
-    sha256_file,
-    unfinished_files,
-)
+from helpers.sources import SourceGone, fetch_hub_file, fetch_url, list_hub, say, select, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +172,10 @@ def _check_role(folder: Path, *, hash_changed: bool, rehash: bool = False) -> _R
     return check
 
 
+# Every role resolved since the current run began (tasks.base.check_params clears it): what helpers.weight_damage checks
+resolved_log: dict[tuple[str, str, Path], None] = {}
+
+
 # -- resolve and status --------------------------------------------------------------------------------------------
 def resolve(pack: str, role: str, root: Path | str | None = None) -> Path:
     """The local path of a role: a file (a pickle's fp16 safetensors copy) or a folder mirroring its repo.
@@ -194,6 +188,9 @@ def resolve(pack: str, role: str, root: Path | str | None = None) -> Path:
     """
     spec = _role_spec(pack, role)
     folder = role_dir(pack, role, root)
+    if len(resolved_log) > 64:
+        resolved_log.clear()
+    resolved_log[(pack, role, folder)] = None
     manifest = _read_manifest(folder)
     incomplete = MissingWeightsError(f"Weights '{pack}/{role}' are incomplete in {folder}: {SETUP_HINT} or "
                                      f"weights.download(['{pack}']) to complete them.")
@@ -295,7 +292,7 @@ def status(packs: Iterable[str] | str | None = None, root: Path | str | None = N
             state, source, licence = ("unrecorded" if path else "missing"), first.label, first.licence.name
             on_disk = [p for p in folder.rglob("*") if p.is_file()] if path else []
         size = sum(p.stat().st_size for p in on_disk if p.is_file() and ".cache" not in p.parts)
-        partial = sum(p.stat().st_size for p in unfinished_files(folder))
+        partial = sum(p.stat().st_size for p in sources.unfinished_files(folder))
         rows.append(WeightStatus(pack, role, state, path, size, first.approx_bytes, source, licence, partial))
     return rows
 
@@ -433,7 +430,7 @@ class _Plan:
             return self.source.approx_bytes
         total = 0
         for rel in self.fetch:
-            remote, partial = self.remote[rel], partial_path(self.folder, rel, self.remote[rel])
+            remote, partial = self.remote[rel], sources.partial_path(self.folder, rel, self.remote[rel])
             total += max(0, (remote["size"] or 0) - (partial.stat().st_size if partial.is_file() else 0))
         return total
 

@@ -344,3 +344,20 @@ def test_disk_check_counts_only_the_bytes_still_to_come(tmp_path):
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"x" * 600)
     assert plan.download_bytes() == 400
+
+
+def test_overwritten_onnx_names_the_pack_and_how_to_repair_it(hub, tmp_path):
+    import onnxruntime
+
+    from helpers.tasks import base
+
+    weights.download(["single"], root=tmp_path, progress=False)
+    weights.resolved_log.clear()
+    path = weights.resolve("single", "detector", root=tmp_path)
+    path.write_bytes(os.urandom(len(ONNX)))  # same size, other bytes: only the hash tells
+    with pytest.raises(WeightsError) as err:
+        base.cached("damaged-onnx", lambda: onnxruntime.InferenceSession(str(path)))
+    assert str(err.value).startswith("Weights 'single/detector' are damaged: det.onnx is missing or differs from the "
+                                     "file downloaded (size or sha256). Repair them with weights.download(['single'])")
+    weights.download(["single"], root=tmp_path, progress=False)  # the repair it names works
+    assert path.read_bytes() == ONNX

@@ -236,3 +236,55 @@ def test_models_doc_describes_every_pack_and_role():
         assert pack.id in sections, pack.id
         for role in pack.roles:
             assert f"| `{role}`" in sections[pack.id], (pack.id, role)
+
+
+# -- damaged weights -----------------------------------------------------------------------------------------------
+def _placed_by_hand(root: Path) -> Path:
+    """sd15/base laid out by hand (no manifest): a diffusers folder with a config and a safetensors file."""
+    from safetensors.torch import save_file
+
+    folder = root / "models" / "sd15" / "base"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "unet" / "config.json").write_text('{"in_channels": 4}')
+    save_file({"w": torch.ones(64, 64)}, folder / "unet" / "diffusion_pytorch_model.safetensors")
+    return folder
+
+
+def test_non_json_config_names_the_pack_and_the_repair(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from helpers.tasks import base
+
+    folder = _placed_by_hand(tmp_path)
+    (folder / "unet" / "config.json").write_text("<html>an error page saved as config.json</html>")
+    weights.resolved_log.clear()
+    path = weights.resolve("sd15", "base", root=tmp_path)
+    with pytest.raises(WeightsError) as err:
+        base.cached("damaged-config", lambda: UNet2DConditionModel.load_config(path, subfolder="unet"))
+    assert str(err.value).startswith("Weights 'sd15/base' are damaged: unet/config.json is not valid JSON. "
+                                     "Repair them with weights.download(['sd15'])")
+    assert err.value.__cause__ is not None and "\n" not in str(err.value)
+
+
+def test_cut_off_safetensors_names_the_pack(tmp_path):
+    from helpers.tasks import base
+
+    folder = _placed_by_hand(tmp_path)
+    checkpoint = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    weights.resolved_log.clear()
+    weights.resolve("sd15", "base", root=tmp_path)
+    with pytest.raises(WeightsError, match=r"'sd15/base' are damaged: unet/diffusion_pytorch_model.safetensors is "
+                                           r"cut off \(shorter than its header says\)"):
+        base.cached("damaged-safetensors", lambda: load_file(checkpoint))
+
+
+def test_other_load_failures_pass_through_unchanged(tmp_path):
+    from helpers.tasks import base
+
+    _placed_by_hand(tmp_path)
+    weights.resolved_log.clear()
+    weights.resolve("sd15", "base", root=tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        base.cached("a-bug", lambda: 1 / 0)

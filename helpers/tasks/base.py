@@ -123,6 +123,9 @@ def check_params(params: TaskParams) -> None:
             raise InputError(f"{label} is {len(value)} characters long: the text encoder reads only its first 77 "
                              f"tokens (a few hundred characters) — shorten it to under {MAX_TEXT_CHARS}")
     check_output_folder(params)
+    from helpers import weights
+
+    weights.resolved_log.clear()  # a run starts here: the roles it resolves from now on are the ones it uses
 
 
 def params_from_dict(params_cls: type, values: dict) -> TaskParams:
@@ -252,9 +255,12 @@ _MODEL_CACHE: dict[str, Any] = {}
 def cached(key: str, loader: Callable[[], Any]) -> Any:
     """Keep one loaded pipeline between runs (pressing Generate twice does not reload weights). A different key
     frees the previous pipeline first, so two large models never sit on the GPU together."""
+    from helpers.weight_damage import explain_damage
+
     if key not in _MODEL_CACHE:
         clear_cache()
-        _MODEL_CACHE[key] = loader()
+        with explain_damage():  # a damaged checkpoint is named with its pack and repair, not a raw traceback
+            _MODEL_CACHE[key] = loader()
     return _MODEL_CACHE[key]
 
 

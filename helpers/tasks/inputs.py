@@ -277,8 +277,11 @@ def open_dwpose(smoke: bool):
 
         if not (root / "models" / WEIGHTS_PACK / DETECTOR_ROLE / DETECTOR_FILE).is_file():
             write_tiny_dwpose_pack(root)
+    from helpers.weight_damage import explain_damage
+
     provenance = [weights.provenance("dwpose", role, root) for role in ("detector", "pose_model")]
-    return DWPoseRunner.from_weights(root=root), provenance
+    with explain_damage():
+        return DWPoseRunner.from_weights(root=root), provenance
 
 
 # ------------------------------------------------------------------------------------------------------------ faces
