@@ -223,3 +223,19 @@ def test_cli_takes_negative_and_non_finite_numbers(tmp_path, monkeypatch, capsys
     assert cli.main(["toy", "--brightness", "-1e-3", "--output_dir", str(tmp_path)]) == 2
     assert "brightness must be at least 0.0 (got -0.001)" in capsys.readouterr().err
     assert cli.join_numeric_values(["--prompt", "-x", "--fps", "-2"], {"--fps"}) == ["--prompt", "-x", "--fps=-2"]
+
+
+def test_every_float_field_of_every_task_refuses_nan(tmp_path):
+    from helpers.tasks import available, load
+
+    checked = []
+    for name in available():
+        task = load(name)
+        for spec in field_specs(task.Params):
+            if spec.type is float:
+                params = task.Params(**{spec.name: float("nan")}, smoke=True, output_dir=str(tmp_path))
+                with pytest.raises(InputError, match=f"^{spec.name} must be a finite number"):
+                    task.validate(params)
+                checked.append(f"{name}.{spec.name}")
+    assert {"pose_to_dance.guidance_scale", "pose_to_dance.noise_aug_strength", "text_image_to_video.motion_speed",
+            "id_preserving_video.mix_weight", "zero_shot_pose_video.guidance_scale"} <= set(checked)
