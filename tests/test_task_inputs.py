@@ -103,12 +103,13 @@ def test_credentials_in_addresses_stay_out_of_sidecars_and_messages(tmp_path, mo
     monkeypatch.setattr(inputs, "fetch_input", lambda url: tmp_path / "ref.png")
     sources: dict = {}
     inputs.local_input(secret_url, "photo", smoke=False, sources=sources, stand_in=lambda _url: None)
-    assert sources == {"photo": "https://example.org/img/ref.png"}
+    assert sources == {"photo": "https://example.org/img/ref.png?raw=1"}
     result = toy_task.run(toy_task.Params(output_dir=str(tmp_path), image=secret_url))
     text = result.sidecar_path.read_text()
     assert "hunter2" not in text and "hf_secret123" not in text
-    assert json.loads(text)["params"]["image"] == "https://example.org/img/ref.png"
+    assert json.loads(text)["params"]["image"] == "https://example.org/img/ref.png?raw=1"
     monkeypatch.undo()
     with pytest.raises(InputError) as err:
-        inputs.fetch_input("http://me:hunter2@127.0.0.1:9/x.png?sig=abc", tmp_path / "cache", timeout=5)
+        inputs.fetch_input("http://me:hunter2@127.0.0.1:9/x.png?X-Amz-Signature=abc&Signature=abc&sig=abc",
+                           tmp_path / "cache", timeout=5)
     assert "hunter2" not in str(err.value) and "abc" not in str(err.value)

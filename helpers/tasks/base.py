@@ -303,12 +303,16 @@ def _jsonable(value: Any) -> Any:
 _URL = re.compile(r"\b(?:https?|ftp)://[^\s\"'<>]+")
 
 
-def public_url(url: str) -> str:
-    """``url`` without what may be a credential: ``user:password@`` and the query string (signed links and access
-    tokens travel there). Used for everything a sidecar or a message shows.
+_SECRET_QUERY = re.compile(r"token|key|sig|secret|pass|pwd|auth|credential|session|policy|x-amz-|x-goog-", re.I)
 
-    >>> public_url("https://me:secret@example.org/a/b.png?token=abc#x")
-    'https://example.org/a/b.png'
+
+def public_url(url: str) -> str:
+    """``url`` without what may be a credential: ``user:password@`` and query parameters whose names say token, key,
+    signature, password... (signed links and access tokens travel there); other parameters (``?id=``) stay. Used for
+    everything a sidecar or a message shows.
+
+    >>> public_url("https://me:secret@example.org/a/b.png?token=abc&id=7#x")
+    'https://example.org/a/b.png?id=7'
     """
     import urllib.parse
 
@@ -316,7 +320,9 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     if parts.port:
         host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+             if not _SECRET_QUERY.search(k)]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, urllib.parse.urlencode(query), ""))
 
 
 def _folder_problem(folder: Path) -> str | None:
