@@ -59,7 +59,10 @@ def list_hub(source: HubSource, revisions: list[str], token: str | None) -> tupl
         except RevisionNotFoundError:
             continue
         except Exception as err:
-            raise hub_error(err, source, token) from err
+            mapped = hub_error(err, source, token)
+            if mapped is err:  # not a Hub or network error: a bug, shown as it is
+                raise
+            raise mapped from err
         remote = {s.rfilename: {"size": s.size, "sha256": s.lfs.sha256 if s.lfs else None, "blob_id": s.blob_id}
                   for s in info.siblings or []}
         return info.sha, remote
@@ -84,8 +87,22 @@ def hub_error(err: Exception, source: HubSource, token: str | None) -> Exception
         return SourceGone("not found")
     if isinstance(err, HfHubHTTPError):
         return WeightsError(f"The Hub answered {status_code} for {source.label}: try again in a few minutes.")
+    if not _network_error(err):
+        return err  # e.g. a TypeError from an incompatible huggingface_hub: never blamed on the connection
     return WeightsError(f"Could not download from {source.label} ({type(err).__name__}): check the internet "
                         f"connection and re-run; finished files are kept and not fetched again.")
+
+
+def _network_error(err: Exception) -> bool:
+    """A failure of the connection (socket, DNS, timeout, dropped transfer; requests and huggingface_hub's offline
+    errors are OSErrors) rather than of the code."""
+    if isinstance(err, OSError):
+        return True
+    try:
+        import httpx
+    except ImportError:
+        return False
+    return isinstance(err, httpx.TransportError)
 
 
 def select(source: HubSource, listing: list[str]) -> list[str]:
@@ -136,15 +153,15 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
     ``huggingface_hub`` resumes a dropped transfer with an HTTP range; a file finished by an earlier, interrupted
     run is recognised from its local download metadata and not fetched again.
     """
-    from huggingface_hub import hf_hub_download
-
     path = folder / rel
     for _attempt in (1, 2):
         try:
-            hf_hub_download(source.repo_id, rel, repo_type=source.repo_type, revision=commit, local_dir=folder,
-                            token=token, endpoint=_endpoint(), tqdm_class=None if progress else QuietTqdm)
+            _hub_download(source.repo_id, rel, repo_type=source.repo_type, revision=commit, local_dir=folder,
+                          token=token, endpoint=_endpoint(), progress=progress)
         except Exception as err:
             mapped = hub_error(err, source, token)
+            if mapped is err:
+                raise
             raise (SourceGone(f"{rel} not found") if isinstance(mapped, SourceGone) else mapped) from err
         if remote["sha256"] or path.stat().st_size > 10 * 2**20:
             if path.stat().st_size > 10**9:
@@ -161,6 +178,28 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
         say(progress, f"{rel}: damaged copy deleted, fetching it again")
     raise WeightsError(f"{rel} from {source.label} arrives damaged (size or hash mismatch): re-run the download "
                        f"later; if it persists the file changed upstream.")
+
+
+def _hub_download(*args, progress: bool, **kwargs) -> str:
+    """``hf_hub_download``, quiet when ``progress`` is False. Older huggingface_hub releases (0.34 among them)
+    have no ``tqdm_class`` argument: there its progress bars are switched off for the call instead."""
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+        return hf_hub_download(*args, tqdm_class=None if progress else QuietTqdm, **kwargs)
+    if progress:
+        return hf_hub_download(*args, **kwargs)
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        return hf_hub_download(*args, **kwargs)
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def fetch_url(source: UrlSource, folder: Path, progress: bool = True) -> list[str]:
