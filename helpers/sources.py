@@ -85,7 +85,7 @@ def hub_error(err: Exception, source: HubSource, token: str | None) -> Exception
                             f"(logged in to Hugging Face), then add HF_TOKEN to Colab secrets and re-run.")
     if isinstance(err, RepositoryNotFoundError) or status_code == 404:
         return SourceGone("not found")
-    if isinstance(err, HfHubHTTPError):
+    if isinstance(err, HfHubHTTPError) and status_code is not None:
         return WeightsError(f"The Hub answered {status_code} for {source.label}: try again in a few minutes.")
     if not _network_error(err):
         return err  # e.g. a TypeError from an incompatible huggingface_hub: never blamed on the connection

@@ -72,6 +72,15 @@ def test_a_network_failure_says_check_the_connection(tmp_path, monkeypatch, erro
         sources.fetch_hub_file(SOURCE, "c0ffee", tmp_path, "a.bin", REMOTE, None)
 
 
+def test_hub_unreachable_without_an_answer_says_check_the_connection():
+    """huggingface_hub 0.34 wraps a failed lookup (no DNS, no route) in LocalEntryNotFoundError, without a response."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    mapped = sources.hub_error(LocalEntryNotFoundError("cannot find the requested files"), SOURCE, None)
+    assert isinstance(mapped, WeightsError) and "check the internet connection" in str(mapped)
+    assert "answered None" not in str(mapped)
+
+
 def test_hub_error_maps_only_network_failures():
     assert isinstance(sources.hub_error(OSError("unreachable"), SOURCE, None), WeightsError)
     bug = ValueError("bad argument")
