@@ -315,3 +315,131 @@ def prepare_onnxruntime_cuda() -> None:
             onnxruntime.preload_dlls()
     except Exception:  # noqa: BLE001  (best effort: the session creation reports a real failure)
         pass
+
+
+# ---- the notebooks' install cell -------------------------------------------------------------------------------
+
+PROJECT_DISTRIBUTION = "human-video-helpers"
+# Colab's own builds, matched to its CUDA: installed when missing, never replaced
+KEEP_AS_INSTALLED = ("torch", "torchvision")
+# another build of the same import name already fills the requirement (both own one folder: never install both)
+SAME_MODULE = {"onnxruntime": ("onnxruntime-gpu",),
+               "opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless")}
+RESTART_LINE = ("Restart the runtime now (Runtime → Restart session), then run all cells again: {names} {verb} "
+                "upgraded after this session had imported {them}.")
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _installed_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _requirements(distribution: str) -> list:
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    found = [Requirement(line) for line in metadata.requires(distribution) or []]
+    return [r for r in found if not r.marker or r.marker.evaluate({"extra": ""})]
+
+
+def requirements_to_install(distribution: str = PROJECT_DISTRIBUTION, version_of=None) -> list[tuple]:
+    """The requirements of ``distribution`` that are missing or below their floor, as (Requirement, installed
+    version or None). torch/torchvision count only when missing; another build of the same module (onnxruntime-gpu
+    for onnxruntime, opencv-python for the headless one) counts as present."""
+    version_of = version_of or _installed_version
+    todo = []
+    for requirement in _requirements(distribution):
+        name = _canonical(requirement.name)
+        have = version_of(requirement.name)
+        if have is None and any(version_of(other) for other in SAME_MODULE.get(name, ())):
+            continue
+        if have is None:
+            todo.append((requirement, None))
+        elif name not in KEEP_AS_INSTALLED and not requirement.specifier.contains(have, prereleases=True):
+            todo.append((requirement, have))
+    return todo
+
+
+def _run_quietly(command: list[str]) -> tuple[int, str]:
+    import subprocess
+
+    done = subprocess.run(command, capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _imported_distributions(names: list[str]) -> list[str]:
+    """Those of the distributions ``names`` that have a top-level module imported in this process."""
+    from importlib import metadata
+
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(_canonical(dist), set()).add(module)
+    return [name for name in names
+            if any(module in sys.modules for module in modules_of.get(_canonical(name), {name}))]
+
+
+def colab_restart_hint(packages: list[str]) -> None:
+    """Colab's own "restart session" button (the one it shows after ``!pip install`` upgrades an imported package)."""
+    try:
+        from IPython.display import display
+    except ImportError:
+        return
+    display({"application/vnd.colab-display-data+json": {"pip_warning": {"packages": packages}}}, raw=True)
+
+
+def install_requirements(distribution: str = PROJECT_DISTRIBUTION, *, run=None, version_of=None,
+                         say=print) -> list[str]:
+    """Install what ``distribution`` needs and this runtime lacks: the notebooks' install cell calls it.
+
+    Only missing packages and packages below their floor are installed; every other requirement already present
+    (torch and torchvision always) is held at its installed version, so Colab's own builds are never replaced. One
+    line says what happens; a second call finds nothing to do. When an upgraded package had already been imported,
+    it shows Colab's restart button and stops the run with one line saying to restart the runtime, instead of a
+    later obscure error. Returns the requirements it installed. ``run(command) -> (returncode, output)`` runs pip
+    (tests pass a fake)."""
+    import tempfile
+    import time
+
+    from helpers.errors import HelpersError
+
+    version_of = version_of or _installed_version
+    todo = requirements_to_install(distribution, version_of)
+    if not todo:
+        say("packages: everything this project needs is installed; nothing to do")
+        return []
+    wanted = [str(requirement) for requirement, _ in todo]
+    todo_names = {_canonical(requirement.name) for requirement, _ in todo}
+    held = [f"{r.name}=={version_of(r.name)}" for r in _requirements(distribution)
+            if _canonical(r.name) not in todo_names and version_of(r.name)]
+    say(f"installing {', '.join(wanted)} …", end="", flush=True)
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write("".join(f"{line}\n" for line in held))
+    try:
+        code, output = (run or _run_quietly)([sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name,
+                                              *wanted])
+    finally:
+        os.unlink(constraints.name)
+    if code != 0:
+        say(" failed")
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        raise HelpersError(f"pip could not install {', '.join(wanted)} next to this runtime's packages (held at "
+                           f"their versions: {', '.join(held) or 'none'}); its last lines:\n{tail}")
+    say(f" done in {time.perf_counter() - started:.0f}s")
+    stale = _imported_distributions([r.name for r, have in todo if have is not None])
+    if stale:
+        colab_restart_hint(stale)
+        many = len(stale) > 1
+        raise SystemExit(RESTART_LINE.format(names=", ".join(stale), verb="were" if many else "was",
+                                             them="them" if many else "it"))
+    return wanted

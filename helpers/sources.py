@@ -59,7 +59,10 @@ def list_hub(source: HubSource, revisions: list[str], token: str | None) -> tupl
         except RevisionNotFoundError:
             continue
         except Exception as err:
-            raise hub_error(err, source, token) from err
+            mapped = hub_error(err, source, token)
+            if mapped is err:  # not a Hub or network error: a bug, shown as it is
+                raise
+            raise mapped from err
         remote = {s.rfilename: {"size": s.size, "sha256": s.lfs.sha256 if s.lfs else None, "blob_id": s.blob_id}
                   for s in info.siblings or []}
         return info.sha, remote
@@ -82,10 +85,24 @@ def hub_error(err: Exception, source: HubSource, token: str | None) -> Exception
                             f"(logged in to Hugging Face), then add HF_TOKEN to Colab secrets and re-run.")
     if isinstance(err, RepositoryNotFoundError) or status_code == 404:
         return SourceGone("not found")
-    if isinstance(err, HfHubHTTPError):
+    if isinstance(err, HfHubHTTPError) and status_code is not None:
         return WeightsError(f"The Hub answered {status_code} for {source.label}: try again in a few minutes.")
+    if not _network_error(err):
+        return err  # e.g. a TypeError from an incompatible huggingface_hub: never blamed on the connection
     return WeightsError(f"Could not download from {source.label} ({type(err).__name__}): check the internet "
                         f"connection and re-run; finished files are kept and not fetched again.")
+
+
+def _network_error(err: Exception) -> bool:
+    """A failure of the connection (socket, DNS, timeout, dropped transfer; requests and huggingface_hub's offline
+    errors are OSErrors) rather than of the code."""
+    if isinstance(err, OSError):
+        return True
+    try:
+        import httpx
+    except ImportError:
+        return False
+    return isinstance(err, httpx.TransportError)
 
 
 def select(source: HubSource, listing: list[str]) -> list[str]:
@@ -146,10 +163,12 @@ def fetch_hub_file(source: HubSource, commit: str, folder: Path, rel: str, remot
                 if not path.is_file():
                     fetch_resumable(source, commit, folder, rel, remote, token, progress)
             else:
-                hf_hub_download(source.repo_id, rel, repo_type=source.repo_type, revision=commit, local_dir=folder,
-                                token=token, endpoint=_endpoint(), tqdm_class=None if progress else QuietTqdm)
+                _quiet_call(hf_hub_download, source.repo_id, rel, repo_type=source.repo_type, revision=commit,
+                            local_dir=folder, token=token, endpoint=_endpoint(), progress=progress)
         except Exception as err:
             mapped = hub_error(err, source, token)
+            if mapped is err:
+                raise
             raise (SourceGone(f"{rel} not found") if isinstance(mapped, SourceGone) else mapped) from err
         if remote["sha256"] or path.stat().st_size > 10 * 2**20:
             if path.stat().st_size > 10**9:
@@ -214,10 +233,31 @@ def fetch_resumable(source: HubSource, commit: str, folder: Path, rel: str, remo
             say(progress, f"{rel}: continuing the earlier download at {done / 1e6:.0f} MB")
         url = hf_hub_url(source.repo_id, rel, repo_type=source.repo_type, revision=commit, endpoint=_endpoint())
         with open(partial, "ab") as out:
-            http_get(url, out, resume_size=done, headers=build_hf_headers(token=token), expected_size=remote.get("size"),
-                     displayed_filename=Path(rel).name, tqdm_class=None if progress else QuietTqdm)
+            _quiet_call(http_get, url, out, resume_size=done, headers=build_hf_headers(token=token),
+                        expected_size=remote.get("size"), displayed_filename=Path(rel).name, progress=progress)
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, folder / rel)
+
+
+def _quiet_call(download, *args, progress: bool, **kwargs):
+    """Call a huggingface_hub download function (``hf_hub_download``, ``http_get``), quiet when ``progress`` is
+    False. Older huggingface_hub releases (0.34 among them) have no ``tqdm_class`` argument: there the library's
+    progress bars are switched off for the call instead."""
+    import inspect
+
+    if "tqdm_class" in inspect.signature(download).parameters:
+        return download(*args, tqdm_class=None if progress else QuietTqdm, **kwargs)
+    if progress:
+        return download(*args, **kwargs)
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        return download(*args, **kwargs)
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def fetch_url(source: UrlSource, folder: Path, progress: bool = True) -> list[str]:

@@ -27,6 +27,20 @@ _STYLE = {"description_width": "170px"}
 _TOOLTIP = "tooltip" if int(W.__version__.split(".")[0]) >= 8 else "description_tooltip"
 
 
+NO_GPU_LINE = ("No GPU on this runtime: choose Runtime → Change runtime type → a GPU (a T4 is enough), then run all "
+               "again; Generate in the form would run on the CPU, which takes hours.")
+
+
+def gpu_ready(*, smoke: bool = False) -> bool:
+    """True where a real run is worth starting (a CUDA GPU, or SMOKE mode); otherwise prints :data:`NO_GPU_LINE`."""
+    from helpers import runtime
+
+    if smoke or runtime.gpu_info() is not None:
+        return True
+    print(NO_GPU_LINE)
+    return False
+
+
 def _layout(**extra) -> W.Layout:
     return W.Layout(width="100%", max_width=FORM_WIDTH, **extra)
 
@@ -209,6 +223,24 @@ class TaskForm:
         display(self.widget())
 
     # ---- action
+    def run_all(self, enabled: bool = True) -> Result | None:
+        """What the notebooks' last cell does outside SMOKE mode: on a GPU runtime, generate one video with the
+        form's current values and show it (in the form and in the cell); without a GPU, one line saying to switch
+        the runtime type. ``enabled=False`` (``GENERATE_ON_RUN_ALL = False``) leaves it to the Generate button."""
+        if not enabled:
+            print("GENERATE_ON_RUN_ALL is False: set the form above and press Generate.")
+            return None
+        if not gpu_ready():
+            return None
+        try:
+            result = self.generate(raise_errors=True)
+        except HelpersError as exc:  # shown in the form already; the line here is where the reader is
+            print(f"⚠ {(str(exc).splitlines() or [type(exc).__name__])[0]}")
+            return None
+        result.show()
+        print("Change the settings in the form and press Generate for another video.")
+        return result
+
     def generate(self, *, raise_errors: bool = False) -> Result | None:
         """Validate, run the task with progress bars, and show the result (or a one-line error) in the output.
 

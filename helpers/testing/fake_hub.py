@@ -211,11 +211,19 @@ class FakeHub:
         constants.HUGGINGFACE_CO_URL_TEMPLATE = self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
         constants.HF_HUB_OFFLINE = False
         constants.HF_HUB_DISABLE_XET = True
+        # huggingface_hub 0.x builds file URLs from its own import-time copy of the template
+        from huggingface_hub import file_download
+
+        saved_template = getattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", None)
+        if saved_template is not None:
+            file_download.HUGGINGFACE_CO_URL_TEMPLATE = constants.HUGGINGFACE_CO_URL_TEMPLATE
         try:
             yield self
         finally:
             for name, value in saved.items():
                 setattr(constants, name, value)
+            if saved_template is not None:
+                file_download.HUGGINGFACE_CO_URL_TEMPLATE = saved_template
             for key, value in saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)
