@@ -247,7 +247,10 @@ def cached(key: str, loader: Callable[[], Any]) -> Any:
 def clear_cache() -> None:
     import gc
 
+    from helpers import load_policy
+
     _MODEL_CACHE.clear()
+    load_policy.clear()  # its notes describe the models just freed
     gc.collect()
     try:
         import torch
@@ -295,7 +298,8 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     """Write the result: ``<stem>.mp4``, ``<stem>_preview.mp4`` (control | result, small) and ``<stem>.json``.
 
     The sidecar holds every parameter, the seed, the weight files and their revisions (``meta["weights"]``), timings,
-    peak GPU memory, the memory plan and library versions. Existing files are never overwritten.
+    peak GPU memory, the memory plan, library versions and any checkpoint entries the loads left out
+    (``ignored_checkpoint_keys``, :mod:`helpers.load_policy`). Existing files are never overwritten.
     """
     from helpers import media, runtime
 
@@ -321,6 +325,10 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
         "environment": runtime.environment_summary(),
         **_jsonable(meta or {}),
     }
+    from helpers import load_policy
+
+    if load_policy.notes():  # checkpoint entries the loads left out, as the originals do (never silent)
+        metadata["ignored_checkpoint_keys"] = load_policy.notes()
     sidecar_path = folder / f"{stem}.json"
     sidecar_path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
     return Result(frames=frames, fps=fps, control=None if control is None else media.as_uint8_video(
