@@ -53,6 +53,10 @@ class TaskParams:
     smoke: bool = field(default=False, metadata=param(
         "SMOKE mode: tiny random-weight models and tiny sizes, to check the whole path in seconds (output is noise)",
         widget="hidden"))
+    precision: str = field(default="auto", metadata=param(
+        "Number precision: auto = float16 on a GPU, float32 on the CPU; bfloat16 where the GPU supports it; "
+        "float32 for fidelity runs (slower, twice the memory)", choices=("auto", "float16", "bfloat16", "float32"),
+        group="Advanced"))
     output_dir: str = field(default="", metadata=param(
         "Folder for the mp4 + JSON sidecar (empty: <Drive root>/outputs/<task>)", widget="text", group="Advanced"))
 
@@ -137,17 +141,18 @@ def weights_root(smoke: bool) -> Path | None:
     return smoke_root() if smoke else None
 
 
-def run_memory_plan(smoke: bool):
-    """The memory plan a run uses (``runtime.memory_plan()``); a GPU tier rehearsed on a machine without CUDA
-    (``HV_PLAN``) becomes the CPU plan in SMOKE mode, so SMOKE runs anywhere."""
+def run_memory_plan(smoke: bool, precision: str = "auto"):
+    """The memory plan a run uses (``runtime.memory_plan()``) in the ``precision`` asked for
+    (``runtime.with_precision``); a GPU tier rehearsed on a machine without CUDA (``HV_PLAN``) becomes the CPU plan
+    in SMOKE mode, so SMOKE runs anywhere."""
     import torch
 
     from helpers import runtime
 
     chosen = runtime.memory_plan()
     if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
-        return runtime.plan_for(None)
-    return chosen
+        chosen = runtime.plan_for(None)
+    return runtime.with_precision(chosen, precision)
 
 
 def check_multiple(name: str, value: int, multiple: int) -> None:

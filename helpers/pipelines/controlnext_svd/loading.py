@@ -201,9 +201,10 @@ def load_pipeline(
         paths = ControlNeXtPaths.from_packs(version, paths)
     plan = plan if plan is not None else runtime.memory_plan()
     device = torch.device(device if device is not None else plan.device)
-    dtype = dtype if dtype is not None else plan.dtype
-    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        dtype = torch.float32  # half-precision convolutions are slow or missing on CPU
+    if dtype is None:
+        dtype = plan.dtype
+        if device.type == "cpu" and plan.device != "cpu" and dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32  # a GPU plan placed on the CPU: half precision is slow there (asked for: kept)
 
     controlnext = load_controlnext(paths.controlnext, expected_version=version)
     unet = load_unet(paths.unet, unet_config(paths.components), dtype)

@@ -38,6 +38,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from helpers import runtime
 from helpers.errors import InputError
 
 from ..sizes import size_multiple
@@ -276,12 +277,13 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         pixels = pixels + noise_aug_strength * randn_tensor(
             pixels.shape, generator=generator, device=device, dtype=pixels.dtype
         )
-        upcast_vae = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        vae_dtype = self.vae.dtype
+        upcast_vae = runtime.vae_upcast(vae_dtype, self.vae.config.force_upcast)
         if upcast_vae:
             self.vae.to(dtype=torch.float32)
         image_latents = self._encode_vae_image(pixels, device, 1, guided).to(dtype)
         if upcast_vae:
-            self.vae.to(dtype=torch.float16)
+            self.vae.to(dtype=vae_dtype)
         image_latents = image_latents.unsqueeze(1).expand(-1, num_frames, -1, -1, -1)
         image_embeddings = image_embeddings.to(dtype)
         time_ids = torch.tensor([list(added_time_ids)], dtype=dtype, device=device).repeat(2 if guided else 1, 1)
