@@ -161,6 +161,18 @@ def test_foreign_top_level_entry_is_loaded_past_and_recorded(tiny_unet, tiny_che
     assert load_policy.notes()["animator checkpoint"]["ignored_keys"] == ["global_step", "optimizer.step"]
 
 
+def test_pickled_checkpoint_with_a_step_counter_reads_its_three_entries(tmp_path):
+    """A plain int beside the weights (what training scripts save) is no tensor: it is left out, with a warning."""
+    from helpers import load_policy
+    from helpers.pipelines.id_animator.convert import read_checkpoint
+
+    path = tmp_path / "animator.ckpt"
+    torch.save({**tiny.tiny_animator_checkpoint(), "global_step": 1000, "epoch": 3}, path)
+    with pytest.warns(load_policy.IgnoredKeysWarning, match="epoch, global_step"):
+        flat = read_checkpoint(path)
+    assert flat.keys() == flatten_state_dict(tiny.tiny_animator_checkpoint()).keys()
+
+
 def test_foreign_key_inside_the_state_dict_entry_is_refused(tiny_unet, tiny_checkpoint):
     """Inside ``state_dict`` the original stops at an unknown key (it loads nothing), so we refuse it."""
     layout = {f"state_dict.module.image_proj_model.{k.removeprefix('image_proj.')}" if k.startswith("image_proj.")
