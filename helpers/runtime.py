@@ -176,6 +176,37 @@ def plan_for(gpu: GPUInfo | None) -> MemoryPlan:
     return MemoryPlan(tier="large", offload="none", vae_decode_chunk=16, **common)
 
 
+PRECISIONS = ("auto", "float16", "bfloat16", "float32")
+HALF_PRECISIONS = ("float16", "bfloat16")
+
+
+def with_precision(plan: MemoryPlan, precision: str = "auto", gpu: GPUInfo | None = None) -> MemoryPlan:
+    """``plan`` computing in ``precision``: "auto" keeps the plan's own (float16 on CUDA, float32 on the CPU);
+    "float16"/"bfloat16" run the models in half precision (also on the CPU, slowly: for tests and checks);
+    "float32" for fidelity runs (twice the memory of float16). ``gpu`` (default: this machine's) is asked whether it
+    has bfloat16; a GPU without it gets an ``InputError`` before any model loads."""
+    from helpers.errors import InputError
+
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto" or precision == plan.dtype_name:
+        return plan
+    if precision == "bfloat16" and plan.device == "cuda":
+        gpu = gpu if gpu is not None else gpu_info()
+        if gpu is not None and not gpu.bf16:
+            raise InputError(f"{gpu.name} has no bfloat16 support: choose precision float16 (or auto)")
+    return dataclasses.replace(plan, dtype_name=precision)
+
+
+def vae_upcast(dtype, force_upcast: bool) -> bool:
+    """Whether a VAE held in ``dtype`` should encode in float32: for both half types when its config sets
+    ``force_upcast`` (float16 overflows there; bfloat16 keeps the range but has 8 bits of mantissa, too coarse for
+    the conditioning latents). float32 VAEs never change."""
+    import torch
+
+    return bool(force_upcast) and dtype in (torch.float16, torch.bfloat16)
+
+
 def memory_plan(override: str | None = None) -> MemoryPlan:
     """The plan for the GPU actually granted. ``override`` (or ``$HV_PLAN``) forces a tier: cpu, small, t4, l4,
     a100-40, large — e.g. to test the T4 plan on a big card."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import ipywidgets as W
 
-from helpers import registry, weights
+from helpers import preflight, registry, weights
 
 
 def task_size_bytes(task: str) -> int:
@@ -30,6 +30,15 @@ def task_licences(task: str) -> list[registry.Licence]:
         licence = registry.PACKS[pack].roles[role].candidates[0].licence
         seen.setdefault(licence.name + licence.url, licence)
     return list(seen.values())
+
+
+def preflight_html(findings: list[preflight.Finding]) -> str:
+    """The checkpoints that would not load, one line each with what to fetch instead (empty when all fit)."""
+    bad = preflight.problems(findings)
+    if not bad:
+        return ""
+    lines = "".join(f"<li>{html.escape(f.line())}</li>" for f in bad)
+    return f"<div style='color:#b00020'>⚠ {len(bad)} file(s) are not what the method needs:<ul>{lines}</ul></div>"
 
 
 def status_html(rows: list[weights.WeightStatus]) -> str:
@@ -105,7 +114,7 @@ class PackPicker:
         try:
             with self.output:
                 rows = weights.download(items, root=self.root, token=self.token, progress=True)
-            self.message.value = "<span style='color:#1b7f3b'>done</span>"
+            self.message.value = "<span style='color:#1b7f3b'>done</span>" + preflight_html(preflight.last_findings)
         except Exception as exc:  # one readable line in the form; the table still shows what is there
             from helpers.ui import error_html
 

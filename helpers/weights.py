@@ -475,6 +475,9 @@ def download(packs: Iterable[str] | str, root: Path | str | None = None, token: 
                     check = _check_role(plan.folder, hash_changed=True)
                     plan = _plan(plan.pack, plan.role, plan.folder, check, token,
                                  tried=plan.tried + [f"{plan.source.label} ({gone})"])
+    from helpers import preflight
+
+    preflight.after_download([f"{p}/{r}" for p, r in pairs], base)  # each checkpoint vs what its loader builds
     return status([f"{p}/{r}" for p, r in pairs], root=base)
 
 

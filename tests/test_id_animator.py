@@ -94,16 +94,23 @@ def test_plain_sd15_base_loads(packs):
                        unet["down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q.weight"])
 
 
-def test_extra_tensor_in_a_community_file_is_refused(packs, tmp_path):
+def test_extra_tensor_in_a_community_file_is_loaded_past_and_recorded(packs, tmp_path):
+    """The original converts the community file and loads it with strict=False: an extra UNet tensor is left out,
+    with a warning and a note for the sidecar."""
     from safetensors.torch import load_file, save_file
+
+    from helpers import load_policy
 
     root, paths = packs
     checkpoint = load_file(str(paths["id_animator/community_model"]))
     checkpoint["model.diffusion_model.input_blocks.1.1.extra.weight"] = torch.zeros(2)
     bad = tmp_path / "extra.safetensors"
     save_file(checkpoint, str(bad))
-    with pytest.raises(StrictLoadError, match="unexpected.*extra.weight"):
+    load_policy.clear()
+    with pytest.warns(load_policy.IgnoredKeysWarning, match="extra.weight"):
         load_single_file_components(bad, paths["sd15/base"], torch.float32)
+    assert load_policy.notes()["UNet of extra.safetensors"]["ignored_keys"] == [
+        "down_blocks.0.attentions.0.extra.weight"]  # the stock conversion's name for it
 
 
 @pytest.mark.parametrize("change", ["extra", "missing"])

@@ -146,10 +146,41 @@ def test_unexpected_key_is_refused(tiny_unet, tiny_checkpoint):
     assert info.value.unexpected == ["33.to_k_face.weight"]
 
 
-def test_foreign_container_key_is_refused(tiny_unet, tiny_checkpoint):
+def test_foreign_top_level_entry_is_loaded_past_and_recorded(tiny_unet, tiny_checkpoint):
+    """The original reads only image_proj / face_adapter / state_dict of animator.ckpt; anything else at the top
+    (a training step counter) is ignored, never silently."""
+    from helpers import load_policy
+
+    load_policy.clear()
+    expected = convert_animator_checkpoint(dict(tiny_checkpoint), face_adapter_targets(tiny_unet), tiny.VISION_HIDDEN)
+    tiny_checkpoint["global_step"] = torch.tensor(1000)
     tiny_checkpoint["optimizer.step"] = torch.zeros(1)
+    with pytest.warns(load_policy.IgnoredKeysWarning, match="global_step, optimizer.step"):
+        got = convert_animator_checkpoint(tiny_checkpoint, face_adapter_targets(tiny_unet), tiny.VISION_HIDDEN)
+    assert sorted(got.ip_adapter) == sorted(expected.ip_adapter) and sorted(got.lora) == sorted(expected.lora)
+    assert load_policy.notes()["animator checkpoint"]["ignored_keys"] == ["global_step", "optimizer.step"]
+
+
+def test_pickled_checkpoint_with_a_step_counter_reads_its_three_entries(tmp_path):
+    """A plain int beside the weights (what training scripts save) is no tensor: it is left out, with a warning."""
+    from helpers import load_policy
+    from helpers.pipelines.id_animator.convert import read_checkpoint
+
+    path = tmp_path / "animator.ckpt"
+    torch.save({**tiny.tiny_animator_checkpoint(), "global_step": 1000, "epoch": 3}, path)
+    with pytest.warns(load_policy.IgnoredKeysWarning, match="epoch, global_step"):
+        flat = read_checkpoint(path)
+    assert flat.keys() == flatten_state_dict(tiny.tiny_animator_checkpoint()).keys()
+
+
+def test_foreign_key_inside_the_state_dict_entry_is_refused(tiny_unet, tiny_checkpoint):
+    """Inside ``state_dict`` the original stops at an unknown key (it loads nothing), so we refuse it."""
+    layout = {f"state_dict.module.image_proj_model.{k.removeprefix('image_proj.')}" if k.startswith("image_proj.")
+              else f"state_dict.module.adapter_modules.{k.removeprefix('face_adapter.')}": v
+              for k, v in tiny_checkpoint.items()}
+    layout["state_dict.optimizer.step"] = torch.zeros(1)
     with pytest.raises(StrictLoadError, match="optimizer.step"):
-        convert_animator_checkpoint(tiny_checkpoint, face_adapter_targets(tiny_unet), tiny.VISION_HIDDEN)
+        convert_animator_checkpoint(layout, face_adapter_targets(tiny_unet), tiny.VISION_HIDDEN)
 
 
 def test_wrong_shape_is_refused(tiny_unet, tiny_checkpoint):

@@ -158,7 +158,9 @@ def test_unet_round_trip_and_variant_from_keys(tmp_path):
     assert folder.is_dir()
 
 
-def test_unet_strict_load_lists_missing_unexpected_and_mismatched_keys(tmp_path):
+def test_unet_load_lists_missing_and_mismatched_keys(tmp_path):
+    """Missing and mis-shaped tensors stop the load; an extra entry alone would be loaded past (the original loads
+    the UNet with strict=False), so it is not what the error blames."""
     model = _tiny_unet("musev")
     folder = _write_unet(tmp_path / "unet", model)
     state = torch.load(folder / "diffusion_pytorch_model.bin", weights_only=True)
@@ -170,7 +172,7 @@ def test_unet_strict_load_lists_missing_unexpected_and_mismatched_keys(tmp_path)
     with pytest.raises(StrictLoadError) as err:
         load_musev_unet(folder, **CPU)
     assert err.value.missing == [dropped]
-    assert err.value.unexpected == ["down_blocks.1.temp_attentions.0.extra_gate"]
+    assert err.value.unexpected == []
     assert err.value.mismatched == ["mid_block.temp_convs.0.conv1.0.weight (7,) vs (32,)"]
     assert dropped in str(err.value) and "MuseV UNet" in str(err.value)
 

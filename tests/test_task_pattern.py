@@ -14,7 +14,7 @@ from helpers.tasks.base import check_params, field_specs, params_from_dict
 
 def test_field_specs_put_task_fields_first():
     names = [s.name for s in field_specs(toy_task.Params)]
-    assert names[:3] == ["frames", "brightness", "shape"] and names[-3:] == ["seed", "smoke", "output_dir"]
+    assert names[:3] == ["frames", "brightness", "shape"] and names[-4:] == ["seed", "smoke", "precision", "output_dir"]
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -55,6 +55,10 @@ class TaskParams:
     smoke: bool = field(default=False, metadata=param(
         "SMOKE mode: tiny random-weight models and tiny sizes, to check the whole path in seconds (output is noise)",
         widget="hidden"))
+    precision: str = field(default="auto", metadata=param(
+        "Number precision: auto = float16 on a GPU, float32 on the CPU; bfloat16 where the GPU supports it; "
+        "float32 for fidelity runs (slower, twice the memory)", choices=("auto", "float16", "bfloat16", "float32"),
+        group="Advanced"))
     output_dir: str = field(default="", metadata=param(
         "Folder for the mp4 + JSON sidecar (empty: <Drive root>/outputs/<task>)", widget="text", group="Advanced"))
 
@@ -154,17 +158,18 @@ def weights_root(smoke: bool) -> Path | None:
     return smoke_root() if smoke else None
 
 
-def run_memory_plan(smoke: bool):
-    """The memory plan a run uses (``runtime.memory_plan()``); a GPU tier rehearsed on a machine without CUDA
-    (``HV_PLAN``) becomes the CPU plan in SMOKE mode, so SMOKE runs anywhere."""
+def run_memory_plan(smoke: bool, precision: str = "auto"):
+    """The memory plan a run uses (``runtime.memory_plan()``) in the ``precision`` asked for
+    (``runtime.with_precision``); a GPU tier rehearsed on a machine without CUDA (``HV_PLAN``) becomes the CPU plan
+    in SMOKE mode, so SMOKE runs anywhere."""
     import torch
 
     from helpers import runtime
 
     chosen = runtime.memory_plan()
     if smoke and chosen.device == "cuda" and not torch.cuda.is_available():
-        return runtime.plan_for(None)
-    return chosen
+        chosen = runtime.plan_for(None)
+    return runtime.with_precision(chosen, precision)
 
 
 def check_multiple(name: str, value: int, multiple: int) -> None:
@@ -267,7 +272,10 @@ def cached(key: str, loader: Callable[[], Any]) -> Any:
 def clear_cache() -> None:
     import gc
 
+    from helpers import load_policy
+
     _MODEL_CACHE.clear()
+    load_policy.clear()  # its notes describe the models just freed
     gc.collect()
     try:
         import torch
@@ -443,7 +451,8 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     """Write the result: ``<stem>.mp4``, ``<stem>_preview.mp4`` (control | result, small) and ``<stem>.json``.
 
     The sidecar holds every parameter, the seed, the weight files and their revisions (``meta["weights"]``), timings,
-    peak GPU memory, the memory plan and library versions. The three names are reserved together before anything
+    peak GPU memory, the memory plan, library versions and any checkpoint entries the loads left out
+    (``ignored_checkpoint_keys``, :mod:`helpers.load_policy`). The three names are reserved together before anything
     is written (:func:`reserve_outputs`): existing files are never overwritten. A write that fails (a full disk)
     raises ``OutputError`` saying how much space is needed, and leaves no empty or partial file behind.
     """
@@ -469,6 +478,10 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
             "environment": runtime.environment_summary(),
             **(meta or {}),
         })
+        from helpers import load_policy
+
+        if load_policy.notes():  # checkpoint entries the loads left out, as the originals do (never silent)
+            metadata["ignored_checkpoint_keys"] = _jsonable(load_policy.notes())
         write_json(sidecar_path, metadata)
     except BaseException:
         _release_unwritten(claimed)

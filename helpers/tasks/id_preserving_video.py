@@ -517,7 +517,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     roles = required_roles(params.base_model, p.sketch)
     for pack, role in roles:  # missing weights fail here, before anything loads
         weights.resolve(pack, role, root)
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
 
     with timings.stage("load"):

@@ -420,7 +420,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         p = plan(params)
     paths, root = _video_model_paths(params.version, smoke)  # before any pose work: missing weights fail fast
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_control(params, p, progress)

@@ -526,7 +526,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             weights.resolve("musev", role, root)
             if progress is not None:
                 progress("weights", done, len(roles))
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
 
     with timings.stage("load"):

@@ -538,7 +538,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         p = plan(params)
     base, controlnet, root = _model_paths(p.base_role, smoke)  # before pose work: missing weights fail fast
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_inputs(params, p, progress)
@@ -613,7 +613,7 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
         plans = {t: plan(v) for t, v in variants.items()}
     widest = next((t for t in techniques if plans[t].source is not None), techniques[0])
     base, controlnet, root = _model_paths(plans[widest].base_role, smoke)
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
     with timings.stage("poses"):
         inputs = prepare_inputs(variants[widest], plans[widest], progress)

@@ -24,7 +24,8 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-from helpers.errors import InputError, StrictLoadError, check_strict_load
+from helpers import load_policy
+from helpers.errors import InputError, StrictLoadError
 
 from .encoder import OFFICIAL_V1, OFFICIAL_V2, ControlNeXtEncoder, detect_version
 from .pipeline import ControlNeXtSVDPipeline
@@ -88,18 +89,23 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 
 def load_controlnext(path: Path, expected_version: str | None = None) -> ControlNeXtEncoder:
-    """The pose encoder from a checkpoint, loaded strictly (float32, CPU). A file of the other version raises
-    ``StrictLoadError`` listing the keys that tell the versions apart."""
-    state_dict = read_state_dict(path)
+    """The pose encoder from a checkpoint, loaded strictly (float32, CPU) as the original does. A file of the other
+    version raises ``StrictLoadError`` listing the keys that tell the versions apart."""
+    return controlnext_from_state_dict(read_state_dict(path), expected_version, f"ControlNeXt pose encoder {Path(path).name}")
+
+
+def controlnext_from_state_dict(state_dict: dict[str, torch.Tensor], expected_version: str | None = None,
+                                what: str = "ControlNeXt pose encoder") -> ControlNeXtEncoder:
+    """:func:`load_controlnext` after the file is read."""
     found = detect_version(state_dict)
     if expected_version is not None and found != expected_version:
         expected_keys = set(ControlNeXtEncoder(**OFFICIAL_ENCODERS[expected_version]).state_dict())
         raise StrictLoadError(
-            f"ControlNeXt pose encoder {Path(path).name} is a {found} file but {expected_version} was asked for",
+            f"{what} is a {found} file but {expected_version} was asked for",
             missing=sorted(expected_keys - set(state_dict)),
             unexpected=sorted(set(state_dict) - expected_keys),
         )
-    return ControlNeXtEncoder.from_state_dict(state_dict, what=f"ControlNeXt pose encoder {Path(path).name}")
+    return ControlNeXtEncoder.from_state_dict(state_dict, what=what)
 
 
 def unet_config(components: Path) -> dict:
@@ -111,13 +117,25 @@ def unet_config(components: Path) -> dict:
 
 
 def load_unet(path: Path, config: dict, dtype: torch.dtype = torch.float32) -> UNetSpatioTemporalConditionModel:
-    """A stock SVD UNet built without allocating weights, then filled strictly from ``path`` in ``dtype``."""
+    """A stock SVD UNet built without allocating weights, then filled from ``path`` in ``dtype``.
+
+    As in the original (``strict=False`` over the UNet), entries the UNet has no place for are left out, with a
+    warning and a note in the sidecar (:mod:`helpers.load_policy`); missing or mis-shaped tensors stop the load.
+    """
+    return unet_from_state_dict(read_state_dict(path, dtype), config, dtype,
+                                what=f"ControlNeXt-SVD UNet {Path(path).name}")
+
+
+def unet_from_state_dict(state_dict: dict[str, torch.Tensor], config: dict, dtype: torch.dtype = torch.float32,
+                         what: str = "ControlNeXt-SVD UNet") -> UNetSpatioTemporalConditionModel:
+    """:func:`load_unet` after the file is read (tensors on the meta device give a full-size model without memory)."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():
         unet = UNetSpatioTemporalConditionModel.from_config(config)
-    state_dict = read_state_dict(path, dtype)
-    check_strict_load(f"ControlNeXt-SVD UNet {Path(path).name}", unet, state_dict)
+    ignored = set(load_policy.enforce(what, unet.state_dict(), state_dict, ignore_unexpected=True,
+                                      why="the original loads the UNet with strict=False"))
+    state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
     unet.load_state_dict(state_dict, strict=True, assign=True)
     return in_dtype(unet, dtype).eval()
 
@@ -137,26 +155,20 @@ def _weight_variant(folder: Path, stem: str) -> str | None:
     return "fp16" if has_fp16 and not has_plain else None
 
 
-def _check_loading_info(what: str, info: dict) -> None:
-    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
-    mismatched = [str(m) for m in info.get("mismatched_keys", [])]
-    if missing or unexpected or mismatched:
-        raise StrictLoadError(what, sorted(missing), sorted(unexpected), mismatched)
-
-
 def load_components(components: Path, dtype: torch.dtype = torch.float32) -> dict:
-    """VAE, CLIP image encoder, scheduler and feature extractor from an SVD-XT folder (strict, in ``dtype``)."""
+    """VAE, CLIP image encoder, scheduler and feature extractor from an SVD-XT folder (in ``dtype``; the load policy
+    of :mod:`helpers.load_policy`)."""
     components = Path(components)
     vae, info = AutoencoderKLTemporalDecoder.from_pretrained(
         components, subfolder="vae", torch_dtype=dtype, output_loading_info=True,
         variant=_weight_variant(components / "vae", "diffusion_pytorch_model"),
     )
-    _check_loading_info("SVD temporal VAE", info)
+    load_policy.enforce_loading_info("SVD temporal VAE", info)
     image_encoder, info = CLIPVisionModelWithProjection.from_pretrained(
         components / "image_encoder", dtype=dtype, output_loading_info=True,
         variant=_weight_variant(components / "image_encoder", "model"),
     )
-    _check_loading_info("SVD CLIP image encoder", info)
+    load_policy.enforce_loading_info("SVD CLIP image encoder", info)
     return dict(
         vae=in_dtype(vae, dtype).eval(),
         image_encoder=in_dtype(image_encoder, dtype).eval(),
@@ -189,9 +201,10 @@ def load_pipeline(
         paths = ControlNeXtPaths.from_packs(version, paths)
     plan = plan if plan is not None else runtime.memory_plan()
     device = torch.device(device if device is not None else plan.device)
-    dtype = dtype if dtype is not None else plan.dtype
-    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        dtype = torch.float32  # half-precision convolutions are slow or missing on CPU
+    if dtype is None:
+        dtype = plan.dtype
+        if device.type == "cpu" and plan.device != "cpu" and dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32  # a GPU plan placed on the CPU: half precision is slow there (asked for: kept)
 
     controlnext = load_controlnext(paths.controlnext, expected_version=version)
     unet = load_unet(paths.unet, unet_config(paths.components), dtype)

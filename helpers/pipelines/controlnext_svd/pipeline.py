@@ -38,8 +38,10 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from helpers import runtime
 from helpers.errors import InputError
 
+from ..sizes import size_multiple
 from .encoder import ControlNeXtEncoder
 from .injection import inject_control
 from .windows import frame_counts, validate_window_args, window_schedule
@@ -79,14 +81,20 @@ def validate_call_args(
     decode_chunk_size: int,
     output_type: str = "pt",
     min_guidance_scale: float | None = None,
+    size_multiple: int = 64,
 ) -> None:
     """Check generation settings without touching a model; raises ``InputError`` with what to change.
+
+    ``size_multiple``: what height and width must divide by; the pipeline passes the one of its loaded models
+    (:func:`helpers.pipelines.sizes.size_multiple`; 64 for SVD-XT).
 
     >>> validate_call_args(49, height=1024, width=576, frames_per_window=24, overlap=6, num_inference_steps=25,
     ...                    guidance_scale=3.0, decode_chunk_size=2)
     """
-    if height < 64 or width < 64 or height % 64 or width % 64:
-        raise InputError(f"height and width must be multiples of 64 (at least 64), got {height}×{width}")
+    m = size_multiple
+    if height < m or width < m or height % m or width % m:
+        raise InputError(f"height and width must be multiples of {m} (at least {m}) for this model, got "
+                         f"{height}×{width}: try {max(m, height - height % m)}×{max(m, width - width % m)}")
     validate_window_args(num_frames, frames_per_window, overlap)
     if num_inference_steps < 1:
         raise InputError(f"the number of denoising steps must be at least 1, got {num_inference_steps}")
@@ -246,6 +254,7 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
             num_frames, height=height, width=width, frames_per_window=frames_per_window, overlap=overlap,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             decode_chunk_size=decode_chunk_size, output_type=output_type, min_guidance_scale=min_guidance_scale,
+            size_multiple=size_multiple(self.vae, self.unet),
         )
         # Kept on the CPU in the encoder's dtype; one window at a time travels to the device.
         poses = pose_frames_to_tensor(control_frames, height, width, self.controlnext.dtype, limit=num_frames)
@@ -268,12 +277,13 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         pixels = pixels + noise_aug_strength * randn_tensor(
             pixels.shape, generator=generator, device=device, dtype=pixels.dtype
         )
-        upcast_vae = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        vae_dtype = self.vae.dtype
+        upcast_vae = runtime.vae_upcast(vae_dtype, self.vae.config.force_upcast)
         if upcast_vae:
             self.vae.to(dtype=torch.float32)
         image_latents = self._encode_vae_image(pixels, device, 1, guided).to(dtype)
         if upcast_vae:
-            self.vae.to(dtype=torch.float16)
+            self.vae.to(dtype=vae_dtype)
         image_latents = image_latents.unsqueeze(1).expand(-1, num_frames, -1, -1, -1)
         image_embeddings = image_embeddings.to(dtype)
         time_ids = torch.tensor([list(added_time_ids)], dtype=dtype, device=device).repeat(2 if guided else 1, 1)

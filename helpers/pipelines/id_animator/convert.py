@@ -3,7 +3,10 @@
 ``animator.ckpt`` (the face adapter) becomes the stock IP-Adapter-Plus format (the Resampler unchanged, the face
 key/value projections renamed ``to_k_ip``/``to_v_ip``) plus a PEFT LoRA on the spatial cross-attentions; the
 original AnimateDiff motion-module checkpoint (``mm_sd_v15_v2.ckpt`` naming) becomes ``MotionAdapter`` naming.
-Every tensor is counted and shape-checked; anything unexpected raises ``StrictLoadError``.
+Every tensor is counted and shape-checked; a missing or mis-shaped tensor, or an unknown key inside the original's
+three entries (``image_proj``, ``face_adapter``, ``state_dict``), raises ``StrictLoadError``. Other top-level entries
+(a ``global_step``, optimizer state…) are ignored as the original ignores them, with a warning and a sidecar note
+(``helpers.load_policy``).
 
 >>> targets = face_adapter_targets(unet)                       # the 16 spatial cross-attentions, original order
 >>> weights = convert_animator_checkpoint(flat_state_dict, targets, image_embed_dim=1280)
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from helpers import load_policy
 from helpers.errors import StrictLoadError
 
 # Constants the original hard-codes (face_adapter.py / resampler.py of ID-Animator).
@@ -38,6 +42,9 @@ ANIMATOR_PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("state_dict.image_proj_model.", "image_proj", "state_dict"),
     ("state_dict.adapter_modules.", "face_adapter", "state_dict"),
 )
+
+# The top-level entries of animator.ckpt the original reads; it ignores every other one.
+ANIMATOR_ENTRIES = ("image_proj", "face_adapter", "state_dict")
 
 # Original LoRA layer name -> the attention sub-module it adapts (diffusers ``Attention`` naming).
 LORA_TARGETS = {"to_q_lora": "to_q", "to_k_lora": "to_k", "to_v_lora": "to_v", "to_out_lora": "to_out.0"}
@@ -185,6 +192,7 @@ def split_animator_checkpoint(flat: Mapping[str, torch.Tensor]) -> tuple[dict, d
     parts: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "face_adapter": {}}
     unexpected, duplicated = [], []
     containers: dict[str, list[str]] = {}
+    flat = _known_entries(flat)
     for key, value in flat.items():
         for prefix, part, container in ANIMATOR_PREFIXES:
             if key.startswith(prefix):
@@ -202,6 +210,15 @@ def split_animator_checkpoint(flat: Mapping[str, torch.Tensor]) -> tuple[dict, d
     if unexpected or duplicated:
         raise StrictLoadError("animator checkpoint", unexpected=unexpected + [f"{k} (twice)" for k in duplicated])
     return parts["image_proj"], parts["face_adapter"]
+
+
+def _known_entries(flat: Mapping[str, object], what: str = "animator checkpoint") -> dict:
+    """``flat`` without the top-level entries the original does not read (recorded by the load policy)."""
+    ignored = [k for k in flat if k.split(".", 1)[0] not in ANIMATOR_ENTRIES]
+    load_policy.record_ignored(what, ignored, "the original reads only the image_proj, face_adapter and state_dict "
+                                              "entries of animator.ckpt")
+    skip = set(ignored)
+    return {k: v for k, v in flat.items() if k not in skip}
 
 
 def _check_shapes(what: str, tensors: Mapping[str, torch.Tensor], expected: Mapping[str, tuple]) -> None:
@@ -266,14 +283,27 @@ def check_converted_face_adapter(weights: FaceAdapterWeights, targets: Sequence[
     _check_shapes("converted face adapter (LoRA part)", weights.lora, {k: tuple(v.shape) for k, v in template.lora.items()})
 
 
+def note_ignored_entries(path: Path) -> None:
+    """Record the entries of a safetensors ``animator`` file that conversion leaves out (read from its header only),
+    for runs that reuse a cached conversion and so never read the file."""
+    from safetensors import safe_open
+
+    if Path(path).suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            _known_entries(dict.fromkeys(handle.keys()), f"animator checkpoint {Path(path).name}")
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A flat state dict from safetensors, or from a torch pickle (``weights_only``; nested dicts flattened)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return flatten_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return _known_entries(load_file(str(path)), f"animator checkpoint {path.name}")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, Mapping):  # entries the original never reads may be anything (a step counter, …)
+        loaded = _known_entries(loaded, f"animator checkpoint {path.name}")
+    return flatten_state_dict(loaded)
 
 
 # -- motion module -------------------------------------------------------------------------------------------------

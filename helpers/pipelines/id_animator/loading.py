@@ -1,8 +1,8 @@
 """Loading ID-Animator strictly from the weights on disk, and assembling the pipeline from stock parts.
 
 Every component loads through stock ``from_pretrained`` / ``from_single_file`` / ``load_ip_adapter`` /
-``load_lora_weights``; after each load the keys are compared with the model and any missing, unexpected or
-mis-shaped tensor raises ``StrictLoadError``.
+``load_lora_weights``; after each load the keys are compared with the model: a missing or mis-shaped tensor raises
+``StrictLoadError``, an extra one is handled as the original handles it (``helpers.load_policy``).
 
 >>> pipe = load_id_animator_pipeline()                                  # RealisticVision V6.0 B1 (the original's)
 >>> pipe = load_id_animator_pipeline(base_model="sd15")                 # plain SD1.5 weights
@@ -22,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from helpers import load_policy
 from helpers.errors import InputError, MissingWeightsError, StrictLoadError, check_strict_load
 
 from .convert import (
@@ -30,6 +31,7 @@ from .convert import (
     check_converted_face_adapter,
     convert_animator_checkpoint,
     face_adapter_targets,
+    note_ignored_entries,
     read_checkpoint,
 )
 from .modules import IdentityMixing, install_face_token_mixer, make_ddim_scheduler, set_motion_groupnorm
@@ -75,10 +77,14 @@ def _drop(keys: Sequence[str], patterns: Sequence[str]) -> list[str]:
 
 
 def load_pretrained_strict(cls, folder: Path, *, subfolder: str | None = None, dtype: torch.dtype,
-                           what: str, allow_missing: Sequence[str] = (), allow_unexpected: Sequence[str] = ()):
-    """``cls.from_pretrained`` from a local folder, refusing any missing/unexpected/mis-shaped key.
+                           what: str, allow_missing: Sequence[str] = (), allow_unexpected: Sequence[str] = (),
+                           ignore_unexpected: bool = True):
+    """``cls.from_pretrained`` from a local folder under the load policy (:mod:`helpers.load_policy`): a missing or
+    mis-shaped key stops the load; an extra one is loaded past, as stock ``from_pretrained`` (what the original
+    uses) does, with a warning and a sidecar note.
 
-    ``allow_missing``/``allow_unexpected`` are regexes for deterministic buffers that files may omit or carry.
+    ``allow_missing``/``allow_unexpected`` are regexes for deterministic buffers that files may omit or carry (not
+    even noted). ``ignore_unexpected=False`` refuses extra keys too (where the original refuses them).
     """
     folder = Path(folder)
     location = folder / subfolder if subfolder else folder
@@ -89,18 +95,17 @@ def load_pretrained_strict(cls, folder: Path, *, subfolder: str | None = None, d
         kwargs["subfolder"] = subfolder
     model, info = cls.from_pretrained(str(folder), variant=_weight_variant(location), local_files_only=True,
                                       output_loading_info=True, **kwargs)
-    missing = _drop(list(info.get("missing_keys", ())), allow_missing)
-    unexpected = _drop(list(info.get("unexpected_keys", ())), allow_unexpected)
-    mismatched = [str(m) for m in info.get("mismatched_keys", ())]
-    if missing or unexpected or mismatched:
-        raise StrictLoadError(f"{what} ({location})", missing, unexpected, mismatched)
+    info = {**info, "missing_keys": _drop(list(info.get("missing_keys", ())), allow_missing),
+            "unexpected_keys": _drop(list(info.get("unexpected_keys", ())), allow_unexpected)}
+    load_policy.enforce_loading_info(f"{what} ({location})", info, ignore_unexpected=ignore_unexpected)
     return model.eval()
 
 
 def load_motion_adapter(folder: Path, dtype: torch.dtype) -> MotionAdapter:
-    """The AnimateDiff v2 ``MotionAdapter`` (diffusers folder); only its computed positional tables may be absent."""
+    """The AnimateDiff v2 ``MotionAdapter`` (diffusers folder); only its computed positional tables may be absent.
+    Extra keys are refused: the original asserts that the motion-module load leaves none unexpected."""
     return load_pretrained_strict(MotionAdapter, folder, dtype=dtype, what="AnimateDiff motion adapter",
-                                  allow_missing=COMPUTED_BUFFERS)
+                                  allow_missing=COMPUTED_BUFFERS, ignore_unexpected=False)
 
 
 def load_image_encoder(folder: Path, dtype: torch.dtype) -> CLIPVisionModelWithProjection:
@@ -145,7 +150,7 @@ def _unused_keys(checkpoint: dict, prefix: str, converted: dict, ignore: Sequenc
 def load_single_file_components(path: str | Path, sd15_folder: Path, dtype: torch.dtype):
     """UNet, VAE and text encoder of an SD1.5 single-file (LDM) checkpoint, with configs from the local SD1.5
     folder (no hub). Loaded with stock ``from_single_file``; the stock key conversion is checked to cover the
-    model exactly and to use every UNet/VAE/text-encoder tensor of the file.
+    model exactly; UNet/VAE/text-encoder tensors it leaves unused are listed (warning + sidecar note).
     """
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
@@ -183,10 +188,13 @@ def load_single_file_components(path: str | Path, sd15_folder: Path, dtype: torc
     for what, model, converted, prefix in ((f"UNet of {path.name}", unet, unet_sd, LDM_UNET_PREFIX),
                                            (f"VAE of {path.name}", vae, vae_sd, LDM_VAE_PREFIX),
                                            (f"text encoder of {path.name}", text_encoder, text_sd, LDM_TEXT_PREFIX)):
-        check_strict_load(what, model, converted)
+        # the original converts the same way and loads with strict=False: tensors with no place are left out
+        found = load_policy.compare(model.state_dict(), converted)
+        if found.missing or found.mismatched:
+            raise StrictLoadError(what, found.missing, mismatched=found.mismatched)
         unused = _unused_keys(checkpoint, prefix, converted, ignore=COMPUTED_BUFFERS)
-        if unused:
-            raise StrictLoadError(what, unexpected=unused)
+        load_policy.record_ignored(what, [*found.unexpected, *unused],
+                                   "the original converts this checkpoint and loads it with strict=False")
     return unet.eval(), vae.eval(), text_encoder.eval()
 
 
@@ -303,6 +311,7 @@ def converted_face_adapter(animator_path: Path, unet: torch.nn.Module, image_emb
         weights = FaceAdapterWeights.load(cache_dir)
         try:
             check_converted_face_adapter(weights, targets, image_embed_dim)
+            note_ignored_entries(animator_path)
             return weights
         except StrictLoadError:
             pass  # stale or foreign cache: convert again

@@ -25,6 +25,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from helpers.errors import InputError
 
+from ..sizes import size_multiple
 from .modules import FaceTokenMixer, IdentityMixing, normalized_reference_weights
 
 FaceImage = PIL.Image.Image | np.ndarray | torch.Tensor
@@ -54,8 +55,11 @@ def validate_generation_args(
     identity_mixing: IdentityMixing = "mean",
     max_frames: int = MAX_FRAMES,
     have_prompt_embeds: bool = False,
+    size_multiple: int = 8,
 ) -> None:
-    """Check generation arguments before any model runs; raise ``InputError`` with the fix.
+    """Check generation arguments before any model runs; raise ``InputError`` with the fix. ``size_multiple``: what
+    height and width must divide by; the pipeline passes its loaded VAE's scale factor (the stock motion UNet
+    resizes its skip connections, so it adds no factor of its own).
 
     >>> validate_generation_args(prompt="a woman smiling", num_frames=16, height=512, width=512,
     ...                          num_inference_steps=30, guidance_scale=8.0, face_scale=0.8, num_references=1)
@@ -66,8 +70,9 @@ def validate_generation_args(
         raise InputError(f"num_frames is {num_frames}: the motion module handles 1 to {max_frames} frames; "
                          f"choose a value in that range (the original uses 16).")
     for name, value in (("height", height), ("width", width)):
-        if value < 8 or value % 8:
-            raise InputError(f"{name} is {value}: use a positive multiple of 8 (512 is the original's size).")
+        if value < size_multiple or value % size_multiple:
+            raise InputError(f"{name} is {value}: use a positive multiple of {size_multiple} (512 is the original's "
+                             "size).")
     if num_inference_steps < 1:
         raise InputError(f"num_inference_steps is {num_inference_steps}: use at least 1 (the original uses 30).")
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
@@ -194,7 +199,8 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
             prompt=prompt, num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, face_scale=face_scale, num_references=len(faces),
             reference_weights=reference_weights, identity_mixing=getattr(mixer, "mode", "concat"),
-            max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None)
+            max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None,
+            size_multiple=size_multiple(self.vae))
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise InputError(f"callback tensors {sorted(unknown)} are not available: choose from "

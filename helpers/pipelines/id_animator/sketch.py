@@ -23,6 +23,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from helpers.errors import InputError
 
+from ..sizes import size_multiple
 from .modules import FaceTokenMixer, normalized_reference_weights
 from .pipeline import (
     DEFAULT_FACE_SCALE,
@@ -104,7 +105,8 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
             prompt=prompt, num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, face_scale=face_scale, num_references=len(faces),
             reference_weights=reference_weights, identity_mixing=getattr(mixer, "mode", "concat"),
-            max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None)
+            max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None,
+            size_multiple=size_multiple(self.vae))
         validate_sketches(len(sketch_list), list(sketch_frame_indices), num_frames)
         if prompt_embeds is None:
             warn_if_prompt_truncated(self.tokenizer, prompt)

@@ -9,8 +9,9 @@ The video UNet is loaded like the original does it: first the MuseV file (tempor
 IP-Adapter layers, and a copy of SD1.5 spatial weights), then the spatial weights of the chosen SD1.5 base model
 (a diffusers folder, its ``unet`` folder, or a single file in diffusers or original LDM layout, an LDM ``.ckpt``
 with its weights under ``state_dict`` included) replace the copy.
-Only the tensors that end up in the model are read. Every mismatch of names or shapes raises
-``helpers.errors.StrictLoadError`` listing the keys. Models are built on the meta device and receive their tensors
+Only the tensors that end up in the model are read. A missing or mis-shaped tensor raises
+``helpers.errors.StrictLoadError`` listing the keys; entries the video UNet has no place for are left out,
+as the original's ``strict=False`` load does, with a warning and a sidecar note (``helpers.load_policy``). Models are built on the meta device and receive their tensors
 directly, so no random initialisation runs and no memory is spent twice.
 """
 
@@ -26,6 +27,7 @@ import torch
 from diffusers.models.embeddings import ImageProjection
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from helpers import load_policy
 from helpers.errors import StrictLoadError, WeightsError
 
 from .ip_adapter import build_image_projection, convert_image_projection_state_dict, image_projection_dims
@@ -144,15 +146,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _strict_check(what: str, expected: Mapping[str, tuple], found: Mapping[str, tuple],
-                  may_be_missing: Iterable[str] = ()) -> None:
-    """Names and shapes of ``found`` against ``expected``; keys in ``may_be_missing`` need not be present."""
-    allowed = set(may_be_missing)
-    missing = sorted(k for k in expected if k not in found and k not in allowed)
-    unexpected = sorted(k for k in found if k not in expected)
-    mismatched = sorted(f"{k} {tuple(found[k])} vs {tuple(expected[k])}"
-                        for k in found if k in expected and tuple(found[k]) != tuple(expected[k]))
-    if missing or unexpected or mismatched:
-        raise StrictLoadError(what, missing, unexpected, mismatched)
+                  may_be_missing: Iterable[str] = (), ignore_unexpected: bool = False) -> list[str]:
+    """Names and shapes of ``found`` against ``expected`` (:func:`helpers.load_policy.enforce`); keys in
+    ``may_be_missing`` need not be present. ``ignore_unexpected``: the original loads this model non-strictly, so
+    extra entries are left out (warned about, recorded for the sidecar) and returned."""
+    return load_policy.enforce(what, expected, found, may_be_missing=may_be_missing,
+                               ignore_unexpected=ignore_unexpected,
+                               why="the original MuseV loader loads this model with strict=False")
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
@@ -163,7 +163,8 @@ def _assign(model: torch.nn.Module, tensors: dict[str, torch.Tensor], device: to
     """Move the complete state dict onto ``model`` (built on meta), cast, eval mode, no gradients."""
     cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in tensors.items()}
     model.load_state_dict(cast, strict=True, assign=True)
-    leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    # on the meta device (full-size key checks without memory) every tensor is meta by design
+    leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta and device.type != "meta"]
     if leftovers:
         raise StrictLoadError(f"{type(model).__name__}: tensors without values", missing=leftovers)
     return model.eval().requires_grad_(False)
@@ -278,7 +279,8 @@ def load_musev_unet(
         raise StrictLoadError("MuseV UNet definition lacks SD1.5 keys", missing=not_in_model)
 
     from_base = spatial if base_model is not None else {}
-    _strict_check(f"MuseV UNet {weights_file} ({variant})", expected, checkpoint.shapes, may_be_missing=from_base)
+    _strict_check(f"MuseV UNet {weights_file} ({variant})", expected, checkpoint.shapes, may_be_missing=from_base,
+                  ignore_unexpected=True)
     tensors = checkpoint.read(k for k in expected if k not in from_base)
     if base_model is not None:
         base = read_base_unet_state_dict(base_model, config)

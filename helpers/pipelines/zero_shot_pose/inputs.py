@@ -68,8 +68,10 @@ def as_mask_array(masks) -> np.ndarray:
 
 def check_call_inputs(*, prompt, negative_prompt, poses, options: ConsistencyOptions, num_inference_steps,
                       source_frames=None, masks=None, guidance_scale: float = 7.5,
-                      controlnet_conditioning_scale: float = 1.0, output_type: str = "uint8") -> None:
-    """Raise :class:`InputError` with a one-line fix for anything a call cannot run with. Loads no model."""
+                      controlnet_conditioning_scale: float = 1.0, output_type: str = "uint8",
+                      size_multiple: int = SIZE_MULTIPLE) -> None:
+    """Raise :class:`InputError` with a one-line fix for anything a call cannot run with. Loads no model.
+    ``size_multiple``: what the pose size must divide by (the pipeline passes its loaded VAE's scale factor)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("the prompt is empty: describe the person and the scene")
     if negative_prompt is not None and not isinstance(negative_prompt, str):
@@ -89,8 +91,8 @@ def check_call_inputs(*, prompt, negative_prompt, poses, options: ConsistencyOpt
 
     pose_array = as_frame_array(poses, "poses")
     num_frames, height, width = pose_array.shape[:3]
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise InputError(f"pose frames are {width}×{height}: use a size that is a multiple of {SIZE_MULTIPLE} "
+    if height % size_multiple or width % size_multiple:
+        raise InputError(f"pose frames are {width}×{height}: use a size that is a multiple of {size_multiple} "
                          "(e.g. 512×512), see prepare_pose_frames(..., size=...)")
 
     if options.needs_source and source_frames is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 
+from helpers import load_policy
 from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError, check_strict_load
 
 from .configs import SD21_CONTROLNET
@@ -117,10 +118,9 @@ def _dtype_keyword(library: str) -> str:
 
 
 def _raise_on_mismatch(what: str, info: dict) -> None:
-    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
-    mismatched = [str(entry) for entry in info.get("mismatched_keys", [])]
-    if missing or unexpected or mismatched:
-        raise StrictLoadError(what, missing, unexpected, mismatched)
+    """The load policy (:mod:`helpers.load_policy`) for a stock ``from_pretrained`` load, as the original loads these
+    models: missing or mis-shaped keys stop it, extra keys are loaded past with a warning and a sidecar note."""
+    load_policy.enforce_loading_info(what, info)
 
 
 def load_diffusers_model(cls, folder: Path, dtype: torch.dtype, what: str):

@@ -30,6 +30,7 @@ from diffusers import DiffusionPipeline
 
 from helpers.errors import InputError
 
+from ..sizes import size_multiple
 from .attention import CrossFrameAttnProcessor, cross_frame_attention
 from .inputs import as_frame_array, as_mask_array, check_call_inputs
 from .latents import (
@@ -167,7 +168,7 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         check_call_inputs(prompt=prompt, negative_prompt=negative_prompt, poses=poses, options=options,
                           source_frames=source_frames, masks=masks, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, controlnet_conditioning_scale=controlnet_conditioning_scale,
-                          output_type=output_type)
+                          output_type=output_type, size_multiple=size_multiple(self.vae))
         report = progress or (lambda stage, done, total: None)
         device = self._execution_device
         pose_array = as_frame_array(poses, "poses")
