@@ -294,6 +294,7 @@ def test_the_v2_command_line_preset_is_that_command():
     assert (params.width, params.height, params.steps, params.frames) == (512, 512, 50, 16)
     assert params.negative_prompt == ""  # its negative prompt never reached the model
     assert "own seeded noise" in name  # its own seed never acted: the noise is ours, and the name says so
+    assert task.plan(smoke_params(**task.PRESETS[name])).base_role == "base_768"
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
