@@ -30,7 +30,7 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 CROP_SIZE = 112
 CLIP_SIZE = 224
-MIN_FACE_SIZE = 40  # px, shorter side of the detected box; smaller faces give a blurry 112 crop
+MIN_FACE_SIZE = 40  # px, shorter side of the detected box; smaller faces are used (as the original) with a warning
 DETECTOR_INPUT_SIZE = (320, 320)  # the detection size ID-Animator prepares insightface with
 DETECTION_THRESHOLD = 0.5
 INSIGHTFACE_HINT = ("pip install insightface==0.7.3 (its pretrained models are licensed for non-commercial research "
@@ -131,9 +131,10 @@ def crop_to_clip_image(crop_bgr: np.ndarray, size: int = CLIP_SIZE) -> PIL.Image
     return PIL.Image.fromarray(rgb).resize((size, size), PIL.Image.BICUBIC)
 
 
-def choose_face(faces: list[DetectedFace], *, select: Literal["largest", "best_score"] = "largest",
+def choose_face(faces: list[DetectedFace], *, select: Literal["largest", "best_score"] = "best_score",
                 source: str = "the photo") -> DetectedFace:
-    """Pick one face: the largest box (default) or the highest score; warn when there were several."""
+    """Pick one face: the highest detector score (default, as the original) or the largest box; warn when there were
+    several."""
     if not faces:
         raise FaceError(f"No face found in {source}: use a photo where the face is clearly visible and frontal, "
                         f"or pass a face crop with already_cropped=True.")
@@ -207,7 +208,7 @@ def prepare_face(
     *,
     detector: FaceDetector | None = None,
     already_cropped: bool = False,
-    select: Literal["largest", "best_score"] = "largest",
+    select: Literal["largest", "best_score"] = "best_score",
     min_face_size: float = MIN_FACE_SIZE,
     crop_size: int = CROP_SIZE,
     output_size: int = CLIP_SIZE,
@@ -215,8 +216,10 @@ def prepare_face(
     """A photo (path, PIL image or RGB array) -> the 224x224 face image ID-Animator conditions on.
 
     ``already_cropped=True`` skips detection: the image is taken as a face crop, centre-cropped to a square and
-    resized. Otherwise the face is detected (insightface unless ``detector`` is given), the largest one chosen
-    (a warning when there are several) and aligned to the ArcFace template.
+    resized. Otherwise the face is detected (insightface unless ``detector`` is given), the one with the highest detector
+    score chosen as the original does (``select="largest"``: the largest box; a warning when there are several) and
+    aligned to the ArcFace template. A face under ``min_face_size`` px is used all the same (the original accepts any
+    size), with a warning that its 112 px crop is upscaled and will look soft.
     """
     rgb, source = _to_rgb_array(image)
     if already_cropped:
@@ -229,7 +232,8 @@ def prepare_face(
     faces = (detector or default_detector()).detect(image_bgr)
     chosen = choose_face(faces, select=select, source=source)
     if chosen.size < min_face_size:
-        raise FaceError(f"The face in {source} is only {chosen.size:.0f} px across (at least {min_face_size:.0f} "
-                        f"needed): use a closer or larger photo, or pass a face crop with already_cropped=True.")
+        warnings.warn(f"The face in {source} is only {chosen.size:.0f} px across (under {min_face_size:.0f}): its crop "
+                      f"is upscaled and the identity may come out soft; a closer or larger photo works better.",
+                      UserWarning, stacklevel=2)
     crop, matrix = align_face(image_bgr, chosen.keypoints, crop_size)
     return PreparedFace(crop_to_clip_image(crop, output_size), crop, chosen, matrix)

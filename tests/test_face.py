@@ -92,15 +92,16 @@ def test_prepare_face_with_a_detector():
     np.testing.assert_allclose(_apply(prepared.matrix, prepared.face.keypoints), ARCFACE_TEMPLATE_112, atol=1e-3)
 
 
-def test_largest_of_several_faces_is_used_with_a_warning():
+def test_most_confident_of_several_faces_is_used_by_default_with_a_warning():
+    # The original takes the detector's first face, the highest score; the largest box is an option.
     small, large = centred_face(320, 240, 0.3, score=0.99), centred_face(320, 240, 0.8, score=0.6)
-    with pytest.warns(UserWarning, match="2 faces found.*largest"):
-        prepared = face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([small, large]))
-    assert prepared.face is large
-    with pytest.warns(UserWarning, match="most confident"):
-        prepared = face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([small, large]),
-                                     select="best_score")
+    with pytest.warns(UserWarning, match="2 faces found.*most confident"):
+        prepared = face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([large, small]))
     assert prepared.face is small
+    with pytest.warns(UserWarning, match="2 faces found.*largest"):
+        prepared = face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([small, large]),
+                                     select="largest")
+    assert prepared.face is large
 
 
 def test_no_face_says_what_to_do(tmp_path):
@@ -111,10 +112,12 @@ def test_no_face_says_what_to_do(tmp_path):
         face.prepare_face(path, detector=FakeFaceDetector([]))
 
 
-def test_tiny_face_says_what_to_do():
+def test_tiny_face_is_used_with_a_warning():
+    # The original accepts a face of any size: a small one is used, and the user is told why it may look soft.
     tiny = centred_face(320, 240, 0.1)  # 24 px
-    with pytest.raises(face.FaceError, match="only 24 px.*closer or larger photo"):
-        face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([tiny]))
+    with pytest.warns(UserWarning, match="only 24 px across.*closer or larger photo"):
+        prepared = face.prepare_face(synthetic_face_photo(), detector=FakeFaceDetector([tiny]))
+    assert prepared.face is tiny and prepared.image.size == (224, 224)
 
 
 def test_already_cropped_mode_skips_detection():

@@ -222,6 +222,20 @@ def test_faithfulness_switches_change_the_video(pipe, faces):
         assert (other - reference).abs().max() > 1e-4
 
 
+def test_face_scale_zero_keeps_the_lora_unless_face_lora_is_off(pipe, faces):
+    # As the original, face_scale 0 only silences the face attention; face_lora=False makes it plain AnimateDiff.
+    without_face = _generate(pipe, faces[:1], output_type="latent", face_scale=0.0)
+    plain = _generate(pipe, faces[:1], output_type="latent", face_scale=0.0, face_lora=False)
+    pipe.disable_lora()
+    try:
+        by_hand = _generate(pipe, faces[:1], output_type="latent", face_scale=0.0)
+    finally:
+        pipe.enable_lora()
+    torch.testing.assert_close(plain, by_hand)
+    assert (without_face - plain).abs().max() > 1e-4
+    torch.testing.assert_close(_generate(pipe, faces[:1], output_type="latent", face_scale=0.0), without_face)
+
+
 @pytest.mark.parametrize("change,message", [
     ({"num_frames": 33}, "num_frames is 33.*1 to 32"),
     ({"prompt": "  "}, "prompt is empty"),

@@ -76,16 +76,16 @@ def test_multi_person_frames_are_mapped_but_not_fitted():
     np.testing.assert_allclose(aligned[2].body[1], aligned[2].body[0] + [0.3 * alignment.ax, 0.0], atol=1e-12)
 
 
-def test_frames_without_a_detection_are_skipped_unless_asked_for():
+def test_frames_without_a_detection_are_kept_unless_skipping_is_asked_for():
     reference, driving = _driving_frames()
     guess = driving[1]
     driving[1] = PoseFrame(guess.body * 0.2, guess.body_score, guess.hands, guess.hands_score, guess.face,
                            guess.face_score, *VIDEO, detected=False)  # fmt: skip
-    robust = fit_pose_alignment(reference, driving)
+    original = fit_pose_alignment(reference, driving)  # the original keeps the guessed person in the fit
+    assert original.fit_frames == (0, 1, 2, 3, 4)
+    robust = fit_pose_alignment(reference, driving, skip_undetected=True)
     assert robust.fit_frames == (0, 2, 3, 4)
     np.testing.assert_allclose([robust.ax, robust.ay, robust.bx, robust.by], _known_map(), atol=1e-12)
-    original = fit_pose_alignment(reference, driving, skip_undetected=False)
-    assert original.fit_frames == (0, 1, 2, 3, 4)
     assert abs(original.ay - robust.ay) > 1e-3  # the guessed person pulls the original's fit
 
 
@@ -102,6 +102,7 @@ def test_first_reference_person_is_used_when_several_are_found():
 )
 def test_unusable_inputs_raise_input_errors(case):
     reference, driving = _driving_frames()
+    skip = False
     if case == "nobody_in_reference":
         reference = PoseFrame.empty(*TARGET)
     elif case == "reference_not_visible":
@@ -113,11 +114,12 @@ def test_unusable_inputs_raise_input_errors(case):
     elif case == "only_guesses":
         for pose in driving:
             pose.detected = False
+        skip = True
     elif case == "frozen":  # every fit keypoint at the same height: no line can be fitted
         for pose in driving:
             pose.body[:, :, 1] = 0.5
     with pytest.raises(InputError) as error:
-        fit_pose_alignment(reference, driving)
+        fit_pose_alignment(reference, driving, skip_undetected=skip)
     assert "\n" not in str(error.value)
 
 

@@ -67,9 +67,6 @@ def _bad_inputs(tmp_path, monkeypatch, case: str) -> dict:
     if case == "no face found":
         _detector(monkeypatch, tiny.FakeFaceDetector(faces=[]))
         return {"face_image": photo}
-    if case == "tiny face":
-        _detector(monkeypatch, tiny.FakeFaceDetector(face_fraction=0.1))
-        return {"face_image": photo}
     if case == "no face photo":
         return {"face_image": "  "}
     if case == "missing photo":
@@ -114,7 +111,6 @@ def _bad_inputs(tmp_path, monkeypatch, case: str) -> dict:
 
 BAD_INPUTS = {
     "no face found": "No face found in 'face.png'",
-    "tiny face": "only 24 px across",
     "no face photo": "no face photo given",
     "missing photo": "face image not found",
     "not an image": "cannot read notes.png as an image",
@@ -143,22 +139,31 @@ def test_bad_input_is_one_line_error_before_any_model(case, smoke, tmp_path, mon
     assert "\n" not in str(error.value)
 
 
-def test_several_faces_use_the_largest_and_warn(tmp_path, monkeypatch):
+def test_several_faces_use_the_most_confident_and_warn(tmp_path, monkeypatch):
     small = tiny.centred_face(320, 240, face_fraction=0.3, score=0.99)
     large = tiny.centred_face(320, 240, face_fraction=0.7, score=0.6)
-    _detector(monkeypatch, tiny.FakeFaceDetector(faces=[small, large]))
+    _detector(monkeypatch, tiny.FakeFaceDetector(faces=[large, small]))
     photo = _photo(tmp_path)
-    with pytest.warns(UserWarning, match="2 faces found in 'face.png'; using the largest one"):
+    assert task.Params().face_select == "best_score"  # the original's choice
+    with pytest.warns(UserWarning, match="2 faces found in 'face.png'; using the most confident one"):
         preview = task.preview_inputs(task.Params(smoke=True, face_image=photo))
-    expected = face.prepare_face(photo, detector=tiny.FakeFaceDetector(faces=[large])).image
+    expected = face.prepare_face(photo, detector=tiny.FakeFaceDetector(faces=[small])).image
     np.testing.assert_array_equal(preview.crops[0], np.asarray(expected))
     assert "2 faces found" in preview.summary()
 
     inputs._FACES.clear()
-    with pytest.warns(UserWarning, match="using the most confident one"):
-        preview = task.preview_inputs(task.Params(smoke=True, face_image=photo, face_select="best_score"))
-    expected = face.prepare_face(photo, detector=tiny.FakeFaceDetector(faces=[small])).image
+    with pytest.warns(UserWarning, match="using the largest one"):
+        preview = task.preview_inputs(task.Params(smoke=True, face_image=photo, face_select="largest"))
+    expected = face.prepare_face(photo, detector=tiny.FakeFaceDetector(faces=[large])).image
     np.testing.assert_array_equal(preview.crops[0], np.asarray(expected))
+
+
+def test_tiny_face_is_used_with_a_warning(tmp_path, monkeypatch):
+    # The original accepts any face size: a small face is used, the warning goes to the summary and the sidecar.
+    _detector(monkeypatch, tiny.FakeFaceDetector(face_fraction=0.1))
+    with pytest.warns(UserWarning, match="only 24 px across"):
+        p = task.plan(task.Params(smoke=True, face_image=_photo(tmp_path)))
+    assert any("only 24 px across" in note for note in p.notes)
 
 
 def test_long_prompt_warns_that_it_is_truncated(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -146,6 +147,21 @@ def test_awkward_photos_are_accepted(kind, tmp_path, no_models):
     assert (plan.width, plan.height, plan.num_frames) == (576, 1024, 25)
 
 
+def test_output_fps_floors_as_the_original_unless_exact_is_asked_for():
+    plan = replace(task.plan(task.Params()), video_fps=29.0)
+    assert task.output_fps(task.Params(), plan) == 14.0  # the original: avg_fps // stride
+    assert task.fps_rule(task.Params()).startswith("original")
+    assert task.output_fps(task.Params(exact_fps=True), plan) == 14.5
+    assert task.output_fps(task.Params(exact_fps=True, fps=10.0), plan) == 10.0
+    assert task.output_fps(task.Params(), replace(plan, video_fps=29.97)) == 14.0
+
+
+def test_alignment_is_fitted_on_every_sampled_frame_as_the_original():
+    plan = task.plan(task.Params(frames=4))
+    assert plan.driving_indices == (0, 2, 4) and plan.fit_indices == tuple(range(0, DANCER_FRAMES, 2))
+    assert task.plan(task.Params(frames=4, align_frames="generated")).fit_indices == (0, 2, 4)
+
+
 def test_plan_counts_frames_as_the_original():
     plan = task.plan(task.Params())
     # frame 0 = the reference pose, then driving frames 0, 2, 4, ... (48 frames at stride 2)
@@ -155,7 +171,7 @@ def test_plan_counts_frames_as_the_original():
     v1_pose_video = task.plan(task.Params(version="v1", pose_video=True, sample_stride=1))
     assert v1_pose_video.num_frames == DANCER_FRAMES and not v1_pose_video.prepend_reference_pose
     assert not v1_pose_video.crop_reference and not v1_pose_video.detect
-    assert task.output_fps(task.Params(), plan) == 6.0  # 12 fps / stride 2, exactly
+    assert task.output_fps(task.Params(), plan) == 6.0  # 12 fps / stride 2
     smoke = task.plan(task.Params(smoke=True))
     assert (smoke.width, smoke.height, smoke.num_frames, smoke.window, smoke.overlap) == (64, 128, 6, 4, 2)
 
@@ -214,15 +230,16 @@ def test_smoke_mode_never_downloads(monkeypatch, no_models):
 
 
 # -- preview and SMOKE runs ---------------------------------------------------------------------------------------------
-def _expected_control(smoke_root, indices, height=128, width=64):
-    """The control frames recomputed step by step: DWPose on the cropped photo and the sampled frames, alignment,
-    drawing, with the reference pose first."""
+def _expected_control(smoke_root, indices, height=128, width=64, fit=range(0, DANCER_FRAMES, 2)):
+    """The control frames recomputed step by step: DWPose on the cropped photo and the sampled frames, alignment
+    fitted on every sampled frame (``fit``) as the original, drawing, with the reference pose first."""
     runner = pose.DWPoseRunner.from_weights(root=smoke_root)
     photo = pose.crop_reference_image(np.array(media.read_image(task.DEFAULT_REFERENCE)), height, width)
     reference_pose = runner(photo)
+    sampled = [runner(frame) for _, frame in read_frames(task.DEFAULT_VIDEO, fit)]
+    alignment = pose.fit_pose_alignment(reference_pose, sampled)
     driving = [runner(frame) for _, frame in read_frames(task.DEFAULT_VIDEO, indices)]
-    aligned, _ = pose.align_poses(reference_pose, driving)
-    return pose.draw_poses([reference_pose, *aligned], height, width)
+    return pose.draw_poses([reference_pose, *[alignment.apply(d) for d in driving]], height, width)
 
 
 def test_preview_shows_detected_and_aligned_poses(tmp_path, monkeypatch):
@@ -240,6 +257,20 @@ def test_preview_shows_detected_and_aligned_poses(tmp_path, monkeypatch):
     # keypoints were cached for the next run, outside the bundled examples folder
     assert list((tmp_path / "smoke" / "cache" / "pose").glob("dancer-*.dwpose.npz"))
     assert not list(task.ASSETS.glob("*.dwpose.npz"))
+
+
+def test_each_sampled_frame_is_detected_once(tmp_path, monkeypatch):
+    calls = []
+    detect = pose.DWPoseRunner.__call__
+    monkeypatch.setattr(pose.DWPoseRunner, "__call__", lambda self, image: calls.append(1) or detect(self, image))
+    task._PREPARED.clear()
+    inputs_ = task.prepare_control(task.Params(smoke=True, frames=3))
+    assert len(calls) == 1 + DANCER_FRAMES // 2  # the photo, then every sampled frame (the fit needs them all)
+    assert len(inputs_.driving_poses) == 2 and len(inputs_.alignment.fit_frames) == DANCER_FRAMES // 2
+    task._PREPARED.clear()
+    generated = task.prepare_control(task.Params(smoke=True, frames=5, align_frames="generated"))
+    assert len(calls) == 2 + DANCER_FRAMES // 2  # only the photo again: the frames come from the cache
+    assert len(generated.alignment.fit_frames) == 4 and generated.alignment.ay != inputs_.alignment.ay
 
 
 def test_smoke_run_end_to_end(tmp_path, monkeypatch):
@@ -277,7 +308,8 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
     assert meta["memory_plan"]["tier"] == "cpu" and meta["peak_gpu_memory_gb"] == 0.0
     assert {"inputs", "poses", "load", "generate", "total"} <= set(meta["timings_s"])
     assert meta["control"]["driving_frame_indices"] == [0, 2, 4, 6, 8]
-    assert meta["control"]["alignment"]["fit_frame_count"] == 5
+    assert meta["control"]["alignment"]["fit_frame_count"] == DANCER_FRAMES // 2  # every sampled frame
+    assert meta["control"]["alignment"]["fit_on"] == "all" and meta["fps_rule"].startswith("original")
     assert meta["generation"] == {"width": 64, "height": 128, "frames": 6, "windows": 2, "unet_calls": 4,
                                   "added_time_ids": [6, 128, 0.02], "decode_chunk": 2}
 

@@ -245,6 +245,58 @@ def test_compare_grid_holds_poses_and_one_labelled_tile_per_technique(tmp_path, 
     assert "independent_noise" in comparison.table()
 
 
+def test_compare_masks_every_technique_with_a_reference_whatever_the_order(tmp_path):
+    half = np.zeros((4, 96, 96, 3), np.uint8)
+    half[:, :, :48] = 255
+    rng = np.random.default_rng(1)
+    unmasked = dict(driving_video=str(write_frames(tmp_path / "poses", upscaled_poses(4))), detector="none",
+                    source_video=str(write_frames(tmp_path / "frames", rng.integers(0, 256, (4, 96, 96, 3), np.uint8))),
+                    sample_stride=1, frames=4, output_dir=str(tmp_path))
+    values = dict(unmasked, masks=str(write_frames(tmp_path / "masks", half, stem="mask")))
+    first = task.compare(smoke_params(**values), ["independent_noise", "copy_first_frame"])
+    last = task.compare(smoke_params(**values), ["copy_first_frame", "independent_noise"])
+    plain = task.compare(smoke_params(**unmasked), ["copy_first_frame"])
+    np.testing.assert_array_equal(first.videos["copy_first_frame"], last.videos["copy_first_frame"])
+    assert not np.array_equal(first.videos["copy_first_frame"], plain.videos["copy_first_frame"])
+    meta = json.loads(first.result.sidecar_path.read_text())
+    assert meta["comparison"]["masked"] == {"techniques": ["copy_first_frame"], "mask_mode": "source_inside"}
+    assert json.loads(plain.result.sidecar_path.read_text())["comparison"]["masked"] is None
+
+
+def test_masks_default_to_the_originals_meaning(tmp_path):
+    assert task.Params().mask_mode == "source_inside"
+    options = task.options_for(task.Params(technique="copy_first_frame", mask_mode="reference_inside"))
+    assert options.mask_mode == "reference_inside"
+    poses = write_frames(tmp_path / "poses", upscaled_poses(4))
+    masks = write_frames(tmp_path / "masks", np.full((4, 96, 96, 3), 255, np.uint8), stem="mask")
+    values = dict(driving_video=str(poses), detector="none", masks=str(masks), technique="copy_first_frame",
+                  sample_stride=1, frames=4)
+    with pytest.raises(InputError, match=r"masks \(mask mode source_inside.*set source_video"):
+        task.validate(task.Params(**values))
+    assert task.plan(task.Params(**values, mask_mode="reference_inside")).source is None
+    assert task.plan(task.Params(**values, source_video=str(poses))).source == poses
+
+
+def test_noise_progression_is_in_the_task_and_the_form():
+    specs = {spec.name: spec for spec in field_specs(task.Params)}
+    assert "noise_progression" in specs and specs["noise_progression"].group is None  # in the form, not Advanced
+    options = task.options_for(task.Params(technique="shared_noise", noise_progression=0.3))
+    assert (options.noise, options.noise_independence) == ("shared", 0.3)
+    assert task.options_for(task.Params(technique="recommended", noise_progression=0.5)).noise_independence == 0.5
+    with pytest.raises(InputError, match="shares none: set noise progression to 0"):
+        task.validate(task.Params(technique="independent_noise", noise_progression=0.3))
+
+
+def test_the_v2_command_line_preset_is_that_command():
+    (name,) = [n for n in task.PRESETS if "v2 command line" in n]
+    params = params_from_dict(task.Params, task.PRESETS[name])
+    assert params.technique == "original_v2" and params.base_model == "sd21-768"  # the model it loaded
+    assert (params.width, params.height, params.steps, params.frames) == (512, 512, 50, 16)
+    assert params.negative_prompt == ""  # its negative prompt never reached the model
+    assert "own seeded noise" in name  # its own seed never acted: the noise is ours, and the name says so
+    assert task.plan(smoke_params(**task.PRESETS[name])).base_role == "base_768"
+
+
 # ---------------------------------------------------------------------------------------------------- the CLI
 
 

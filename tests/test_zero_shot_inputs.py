@@ -38,6 +38,8 @@ def test_valid_inputs_pass_silently():
     check(options=recommended(), negative_prompt="blurry")
     check(options=ConsistencyOptions(latent_reference="source", reference_steps=10), source_frames=POSES,
           masks=np.ones((4, 32, 32), bool))
+    check(options=ConsistencyOptions(latent_reference="first_frame"), source_frames=POSES,
+          masks=np.ones((4, 32, 32), bool))  # the original's masks: the source inside, frame 0 outside
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -52,8 +54,15 @@ def test_valid_inputs_pass_silently():
     ({"source_frames": POSES}, "only used by the latent references"),
     ({"options": ConsistencyOptions(latent_reference="source"), "source_frames": POSES[:3]}, "one source frame per"),
     ({"masks": np.ones((4, 32, 32))}, "set latent_reference"),
-    ({"options": ConsistencyOptions(latent_reference="first_frame"), "masks": np.ones((3, 32, 32))}, "one mask per"),
-    ({"options": ConsistencyOptions(latent_reference="first_frame"), "masks": np.ones((4, 16, 16))}, "pose size"),
+    ({"options": ConsistencyOptions(latent_reference="first_frame"), "masks": np.ones((4, 32, 32))},
+     "masks take the source video's latents inside the mask.*pass source_frames, or set mask_mode='reference_inside'"),
+    ({"options": ConsistencyOptions(mask_mode="person")}, "mask_mode must be one of"),
+    ({"options": ConsistencyOptions(latent_reference="first_frame", mask_mode="reference_inside"),
+      "masks": np.ones((4, 32, 32)), "source_frames": POSES}, "only used by the latent references"),
+    ({"options": ConsistencyOptions(latent_reference="first_frame"), "source_frames": POSES,
+      "masks": np.ones((3, 32, 32))}, "one mask per"),
+    ({"options": ConsistencyOptions(latent_reference="first_frame", mask_mode="reference_inside"),
+      "masks": np.ones((4, 16, 16))}, "pose size"),
     ({"poses": np.zeros((2, 30, 30, 3), np.uint8)}, "multiple of 8"),
     ({"poses": [np.zeros((32, 32, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)]}, "different sizes"),
     ({"poses": []}, "at least one frame"),

@@ -212,6 +212,41 @@ def test_masks_limit_where_the_reference_acts(pipe, poses, noise, source):
                                unmasked, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("reference", ["first_frame", "previous_frame", "source_motion"])
+def test_masks_take_the_source_inside_and_the_reference_outside_as_the_original(pipe, poses, noise, source,
+                                                                                 reference):
+    # The original's masks: the source frame's latents inside (the person), the technique's reference outside.
+    masks = np.zeros((FRAMES, SIZE, SIZE), np.uint8)
+    masks[:, :, : SIZE // 2] = 255  # the left half, on whole latent cells
+    before, after = {}, {}
+    generate(pipe, poses, noise, callback_on_step_end=record_latents(before))
+    options = ConsistencyOptions(latent_reference=reference, reference_steps=1)
+    generate(pipe, poses, noise, options=options, source_frames=source, masks=masks,
+             callback_on_step_end=record_latents(after))
+    level = pipe.scheduler.timesteps[1]
+    encoded = pipe.encode_frames(source)
+    inside = pipe.scheduler.add_noise(encoded, noise, torch.full((FRAMES,), int(level)))
+    outside = before[0][:1].expand_as(before[0])  # frame 0 after step 0 (no latent difference with this mask)
+    if reference == "source_motion":
+        outside = outside + pipe.scheduler.alphas_cumprod[int(level)].sqrt() * (encoded - encoded[:1])
+    left = torch.zeros_like(before[0])
+    left[..., : SIZE // 4] = 1.0
+    torch.testing.assert_close(after[0], left * inside + (1 - left) * outside, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_inside_mask_mode_leaves_the_outside_free(pipe, poses, noise):
+    masks = np.zeros((FRAMES, SIZE, SIZE), np.uint8)
+    masks[:, :, : SIZE // 2] = 255
+    before, after = {}, {}
+    generate(pipe, poses, noise, callback_on_step_end=record_latents(before))
+    options = ConsistencyOptions(latent_reference="first_frame", reference_steps=1, mask_mode="reference_inside")
+    generate(pipe, poses, noise, options=options, masks=masks, callback_on_step_end=record_latents(after))
+    left = torch.zeros_like(before[0])
+    left[..., : SIZE // 4] = 1.0
+    expected = left * before[0][:1] + (1 - left) * before[0]
+    torch.testing.assert_close(after[0], expected, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------- (f), (g) motion
 
 

@@ -11,7 +11,9 @@ How the fit is computed (exactly as the original, so results match it to the las
 
 1. Candidate keypoints: nose, neck, shoulders, hips, knees, ankles, eyes, ears (elbows and wrists move too much);
    keep those visible (score > 0.3) on the **first** person of the reference.
-2. Fit frames: driving frames with exactly one person. Their keypoints enter the fit whatever their scores.
+2. Fit frames: driving frames with exactly one person, including frames where the detector found nobody (the whole
+   image then stands in as a guessed person). Their keypoints enter the fit whatever their scores. The original fits
+   on every sampled frame of the driving video, not only on those that are generated: pass them all.
 3. y: least-squares line (``numpy.polyfit``, degree 1) from driving y to reference y over all (frame, keypoint) pairs.
 4. x: the same pixel scale as y (``ax = ay · (fw/fh) · (H/W)``, isotropic), offset = mean residual.
 5. Every driving frame (several people too) is mapped; scores are unchanged.
@@ -21,8 +23,8 @@ Guards added around it (the original crashes or silently misfits in these cases)
 * no visible candidate keypoint on the reference → :class:`~helpers.errors.InputError`;
 * several people on the reference → the most confident detection (person 0) is used, as the original does;
 * no driving frame with exactly one person → ``InputError``;
-* a driving frame where the detector found nobody (the whole image then stands in as a guessed person) is left out
-  of the fit by default (``skip_undetected``); the original includes it;
+* a driving frame where the detector found nobody is kept in the fit, as the original does; ``skip_undetected=True``
+  leaves it out (the guessed person then no longer pulls the fit);
 * driving y values all equal (no fit possible) → ``InputError``.
 """
 
@@ -76,7 +78,7 @@ def fit_pose_alignment(
     reference: PoseFrame,
     driving: Sequence[PoseFrame],
     *,
-    skip_undetected: bool = True,
+    skip_undetected: bool = False,
 ) -> PoseAlignment:
     """Fit the map from the driving poses onto the reference pose (module docstring for the exact rule).
 
@@ -120,7 +122,7 @@ def fit_pose_alignment(
 
 
 def align_poses(
-    reference: PoseFrame, driving: Sequence[PoseFrame], *, skip_undetected: bool = True
+    reference: PoseFrame, driving: Sequence[PoseFrame], *, skip_undetected: bool = False
 ) -> tuple[list[PoseFrame], PoseAlignment]:
     """Fit (:func:`fit_pose_alignment`) and apply the map to every driving frame.
 

@@ -1,4 +1,4 @@
-"""Pose detection on the frames of a video that will actually be generated, with a keypoint cache beside the video.
+"""Pose detection on chosen frames of a video (each detected once), with a keypoint cache beside the video.
 
 >>> runner = DWPoseRunner.from_weights()
 >>> poses = detect_video("dance.mp4", range(0, 96, 2), runner=runner)     # 48 PoseFrames

@@ -104,7 +104,8 @@ class Params(TaskParams):
         "SD1.5 checkpoint (.safetensors or .ckpt) used when base model is 'file'", widget="file"))
     face_scale: float = field(default=0.8, metadata=param(
         "Weight of the face attention: higher keeps the identity closer, lower follows the prompt more (0.8 published; "
-        "0 = plain AnimateDiff)", min=0.0, max=1.0, step=0.05))
+        "0 = no face attention, the face LoRA still on as in the original; for plain AnimateDiff also turn face "
+        "LoRA off)", min=0.0, max=1.0, step=0.05))
     steps: int = field(default=30, metadata=param("DDIM denoising steps (30 published)", min=1, max=100))
     guidance_scale: float = field(default=8.0, metadata=param(
         "Classifier-free guidance: how strongly the prompt and face steer the video (8 published)",
@@ -146,9 +147,12 @@ class Params(TaskParams):
     space_suffixes: bool = field(default=False, metadata=param(
         "Append the original demo app's prompt endings ('8k uhd, high quality, medium shot' / 'long shots, full "
         "body'), as its examples were made", group="Advanced"))
-    face_select: str = field(default="largest", metadata=param(
-        "Which face to use when the photo shows several: the largest, or the one the detector is surest of "
-        "(what the original does)", choices=["largest", "best_score"], group="Advanced"))
+    face_select: str = field(default="best_score", metadata=param(
+        "Which face to use when the photo shows several: best_score = the one the detector is surest of (what the "
+        "original does), largest = the largest one", choices=["best_score", "largest"], group="Advanced"))
+    face_lora: bool = field(default=True, metadata=param(
+        "Keep the face adapter's LoRA on (the original always does, whatever the face scale); off with face scale 0 "
+        "gives plain AnimateDiff on the base model", group="Advanced"))
     per_frame_groupnorm: bool = field(default=True, metadata=param(
         "Motion modules normalise each frame on its own, as original AnimateDiff (off: diffusers' pooled statistics)",
         group="Advanced"))
@@ -541,7 +545,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         return {}
 
     device = "cuda" if memory.device == "cuda" and torch.cuda.is_available() else "cpu"
-    args = dict(face_scale=params.face_scale, reference_weights=p.reference_weights, num_frames=p.frames,
+    args = dict(face_scale=params.face_scale, face_lora=params.face_lora, reference_weights=p.reference_weights, num_frames=p.frames,
                 height=p.height, width=p.width, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
                 generator=torch.Generator(device).manual_seed(params.seed), output_type="np",
                 decode_chunk_size=memory.vae_decode_chunk, callback_on_step_end=on_step)
@@ -586,6 +590,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
                        "scheduler": "DDIM (linear betas 0.00085-0.012, leading spacing, eta 0)",
                        "reference_weights": p.reference_weights or ([0.5, 0.5] if len(p.faces) == 2 else [1.0]),
                        "identity_mixing": params.identity_mixing, "per_frame_groupnorm": params.per_frame_groupnorm,
+                       "face_lora": params.face_lora, "face_select": params.face_select,
                        "generator_device": device,
                        "decode_chunk": memory.vae_decode_chunk},
         "warnings": p.notes,

@@ -87,8 +87,8 @@ class Params(TaskParams):
         "Classifier-free guidance, the same for every frame (v2: 3.0, v1: 3.5); higher follows the photo more "
         "closely but saturates colours", min=0.0, max=10.0, step=0.1))
     fps: float = field(default=0.0, metadata=param(
-        "Frames per second of the result; 0 = the dance video's fps / sample stride (its real speed)",
-        min=0.0, max=60.0, step=0.5))
+        "Frames per second of the result; 0 = the dance video's fps / sample stride, rounded down to a whole number "
+        "as the original (29 fps at stride 2 → 14)", min=0.0, max=60.0, step=0.5))
     width: int = field(default=576, metadata=param(
         "Width when resolution is custom (a multiple of 64)", min=64, max=1536, step=64, group="Advanced"))
     height: int = field(default=1024, metadata=param(
@@ -98,6 +98,16 @@ class Params(TaskParams):
         group="Advanced"))
     drop_first_frame: bool = field(default=False, metadata=param(
         "Leave out frame 0 (it shows the reference pose, so the video starts with a still frame)", group="Advanced"))
+    exact_fps: bool = field(default=False, metadata=param(
+        "With fps 0: keep the exact rate, the dance's real speed (29 fps at stride 2 → 14.5), instead of the "
+        "original's whole-number rate", group="Advanced"))
+    align_frames: str = field(default="all", metadata=param(
+        "Frames the alignment is fitted on: all = every sampled frame of the dance video, as the original (each is "
+        "detected once and cached), generated = only those that become video frames", choices=["all", "generated"],
+        group="Advanced"))
+    align_skip_undetected: bool = field(default=False, metadata=param(
+        "Leave frames where nobody was detected out of the alignment fit (the original keeps them: the detector's "
+        "whole-image guess then pulls the fit)", group="Advanced"))
     noise_aug_strength: float = field(default=0.02, metadata=param(
         "Noise added to the photo before it is encoded (0.02 published)", min=0.0, max=1.0, step=0.01,
         group="Advanced"))
@@ -154,6 +164,7 @@ class Plan:
     video_frames: int  # frames in the file
     video_fps: float
     driving_indices: tuple[int, ...]  # frames of the video that become control frames
+    fit_indices: tuple[int, ...]  # frames of the video the alignment is fitted on (driving_indices come first)
     prepend_reference_pose: bool  # control frame 0 is the pose of the photo (v2, or v1 with DWPose)
     detect: bool  # DWPose on the video (False: it already shows rendered poses)
     crop_reference: bool  # cover-crop the photo to the output size (False: v1 squeezes it, as released)
@@ -223,9 +234,12 @@ def plan(params: Params) -> Plan:
         wanted = min(wanted, SMOKE_FRAMES)
         window, overlap, steps = SMOKE_WINDOW, SMOKE_OVERLAP, min(steps, SMOKE_STEPS)
     stride = params.sample_stride
+    driving_indices = tuple(range(0, stride * (wanted - int(prepend)), stride))
+    # The original detects and fits on every sampled frame of the video, however many are generated.
+    fit_indices = tuple(range(0, info.frame_count, stride)) if params.align_frames == "all" else driving_indices
     return Plan(
         reference=reference, video=video, width=width, height=height, video_frames=info.frame_count,
-        video_fps=info.fps, driving_indices=tuple(range(0, stride * (wanted - int(prepend)), stride)),
+        video_fps=info.fps, driving_indices=driving_indices, fit_indices=fit_indices,
         prepend_reference_pose=prepend, detect=not params.pose_video,
         crop_reference=not (params.pose_video and params.version == "v1"),
         window=window, overlap=overlap, steps=steps, sources=sources,
@@ -248,7 +262,7 @@ class ControlInputs:
     control: np.ndarray  # [N, H, W, 3] uint8; frame 0 is the reference pose unless v1 takes a pose video
     reference_pose: object | None = None  # PoseFrame of the cropped photo
     driving_poses: list | None = None  # PoseFrame per driving frame, as detected
-    alignment: object | None = None  # PoseAlignment (driving → reference)
+    alignment: object | None = None  # PoseAlignment (driving → reference); fit_frames index Plan.fit_indices
     dwpose_weights: list = field(default_factory=list)
 
 
@@ -278,8 +292,8 @@ _PREPARED: dict = {}  # the last prepared inputs, so a preview followed by Gener
 
 
 def _prepare_key(p: Plan, params: Params) -> tuple:
-    return (file_stamp(p.reference), file_stamp(p.video), p.width, p.height, p.driving_indices,
-            p.prepend_reference_pose, p.detect, p.crop_reference, is_smoke(params))
+    return (file_stamp(p.reference), file_stamp(p.video), p.width, p.height, p.driving_indices, p.fit_indices,
+            params.align_skip_undetected, p.prepend_reference_pose, p.detect, p.crop_reference, is_smoke(params))
 
 
 def prepare_control(params: Params, p: Plan | None = None, progress: Progress | None = None) -> ControlInputs:
@@ -300,9 +314,14 @@ def prepare_control(params: Params, p: Plan | None = None, progress: Progress | 
             runner, out.dwpose_weights = open_dwpose(is_smoke(params))
             out.reference_pose = runner(reference)
         if p.detect:
-            out.driving_poses = pose.detect_video(p.video, p.driving_indices, runner=runner,
-                                                  cache=_pose_cache(p.video, is_smoke(params)), progress=progress)
-            aligned, out.alignment = pose.align_poses(out.reference_pose, out.driving_poses)
+            # every frame detected once (and cached), the fit frames being the generated ones or a superset
+            detected = pose.detect_video(p.video, p.fit_indices + p.driving_indices[len(p.fit_indices):],
+                                         runner=runner, cache=_pose_cache(p.video, is_smoke(params)),
+                                         progress=progress)
+            out.driving_poses = detected[:len(p.driving_indices)]
+            out.alignment = pose.fit_pose_alignment(out.reference_pose, detected[:len(p.fit_indices)],
+                                                    skip_undetected=params.align_skip_undetected)
+            aligned = [out.alignment.apply(d) for d in out.driving_poses]
             poses = [out.reference_pose, *aligned] if p.prepend_reference_pose else aligned
             out.control = _render(poses, p.height, p.width, "draw poses", progress)
         else:
@@ -346,7 +365,7 @@ class InputPreview:
                 return f"{axis}' = {scale:.3f}·{axis} {'+' if offset >= 0 else '-'} {abs(offset):.3f}"
 
             lines.append(f"alignment: {line(align.ax, align.bx, 'x')}, {line(align.ay, align.by, 'y')} (normalised "
-                         f"coordinates; fitted on {len(align.fit_frames)} of {len(p.driving_indices)} frames)")
+                         f"coordinates; fitted on {len(align.fit_frames)} of {len(p.fit_indices)} sampled frames)")
         return "\n".join(lines)
 
     def show(self) -> None:
@@ -362,8 +381,21 @@ class InputPreview:
         print(self.summary())
 
 
+def fps_rule(params: Params) -> str:
+    """How the output rate was chosen (for the sidecar)."""
+    if params.fps > 0:
+        return "as set"
+    return "exact: video fps / stride" if params.exact_fps else "original: video fps // stride (floor)"
+
+
 def output_fps(params: Params, p: Plan) -> float:
-    return float(params.fps) if params.fps > 0 else round(p.video_fps / params.sample_stride, 3)
+    """The rate written: as set, else the dance video's fps / stride floored to a whole number as the original
+    (``exact_fps``: the exact rate)."""
+    if params.fps > 0:
+        return float(params.fps)
+    if params.exact_fps:
+        return round(p.video_fps / params.sample_stride, 3)
+    return float(p.video_fps // params.sample_stride)
 
 
 def preview_inputs(params: Params, *, progress: Progress | None = None, max_side: int = 384) -> InputPreview:
@@ -461,8 +493,11 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             "driving_frame_indices": list(p.driving_indices),
             "alignment": None if align is None else {
                 "ax": align.ax, "ay": align.ay, "bx": align.bx, "by": align.by,
-                "reference_keypoints": list(align.reference_keypoints), "fit_frame_count": len(align.fit_frames)},
+                "reference_keypoints": list(align.reference_keypoints), "fit_frame_count": len(align.fit_frames),
+                "fit_on": params.align_frames, "sampled_frames_considered": len(p.fit_indices),
+                "undetected_frames": "skipped" if params.align_skip_undetected else "kept (as the original)"},
         },
+        "fps_rule": fps_rule(params),
         "generation": {"width": p.width, "height": p.height, "frames": p.num_frames, "windows": len(windows),
                        "unet_calls": len(windows) * p.steps, "added_time_ids": list(time_ids),
                        "decode_chunk": min(DEFAULTS[params.version]["decode_chunk_size"],

@@ -125,22 +125,31 @@ TECHNIQUES: dict[str, Technique] = {
         {"noise": "shared", "cross_frame_attention": "first_and_previous", "latent_reference": "first_frame"}),
     "original_v2": Technique(
         "original v2 CLI", "the original's runnable script: new noise per frame, the previous frame's latents "
-        "copied once, after the copy steps", {"latent_reference": "previous_frame"}, schedule="last_step"),
+        "copied once, after the copy steps (its preset adds the 768 model and the dropped negative prompt)",
+        {"latent_reference": "previous_frame"}, schedule="last_step"),
 }
 
 
+def shares_noise(technique: str) -> bool:
+    """The technique starts every frame from one shared noise (the noise progression slider acts on it)."""
+    return TECHNIQUES[technique].settings.get("noise") == "shared"
+
+
 def options_for(params: Params):
-    """The :class:`ConsistencyOptions` of a run: the technique's settings, plus copy steps, strength, schedule and
-    noise matching where a latent reference acts."""
+    """The :class:`ConsistencyOptions` of a run: the technique's settings, the noise progression where the noise is
+    shared, plus copy steps, strength, schedule, noise matching and mask mode where a latent reference acts."""
     from helpers.pipelines.zero_shot_pose import ConsistencyOptions
 
     technique = TECHNIQUES[params.technique]
+    settings = dict(technique.settings)
+    if params.noise_progression and shares_noise(params.technique):
+        settings["noise_independence"] = params.noise_progression
     if not technique.uses_reference:
-        return ConsistencyOptions(**technique.settings)
+        return ConsistencyOptions(**settings)
     schedule = technique.schedule if params.reference_schedule == "auto" else params.reference_schedule
-    return ConsistencyOptions(**technique.settings, reference_steps=params.copy_steps,
+    return ConsistencyOptions(**settings, reference_steps=params.copy_steps,
                               reference_strength=params.strength, reference_schedule=schedule,
-                              match_noise_level=params.match_noise_level)
+                              match_noise_level=params.match_noise_level, mask_mode=params.mask_mode)
 
 
 # -------------------------------------------------------------------------------------------------------- params
@@ -162,6 +171,10 @@ class Params(TaskParams):
     technique: str = field(default="recommended", metadata=param(
         "How the frames are tied together: " + "; ".join(f"{k}: {t.what}" for k, t in TECHNIQUES.items()),
         choices=list(TECHNIQUES)))
+    noise_progression: float = field(default=0.0, metadata=param(
+        "Noise progression, for the techniques that share one noise: 0 = every frame starts from the same noise, "
+        "1 = each from its own, between = that share of each frame's own noise mixed in (variance kept)",
+        min=0.0, max=1.0, step=0.05))
     copy_steps: int = field(default=9, metadata=param(
         "Denoising steps the latent reference acts on (the original's 'copy step 8' is 9 here); more steps fix "
         "more of the layout, fewer leave each frame freer", min=1, max=100))
@@ -190,8 +203,12 @@ class Params(TaskParams):
         "(source_latents, latent_differences, keyframe_differences); empty = the driving video", widget="file",
         group="Advanced"))
     masks: str = field(default="", metadata=param(
-        "Optional per-frame masks (white = the person), limiting where the latent reference acts", widget="file",
-        group="Advanced"))
+        "Optional per-frame masks (white = the person) for the techniques with a latent reference; see mask mode",
+        widget="file", group="Advanced"))
+    mask_mode: str = field(default="source_inside", metadata=param(
+        "What masks mean. source_inside (the original's): the real frames' latents inside the mask, the technique's "
+        "reference outside (needs the source video). reference_inside: the reference inside only, the outside "
+        "left free", choices=["source_inside", "reference_inside"], group="Advanced"))
     base_model: str = field(default="sd21-base", metadata=param(
         "sd21-base: the 512 px model the ControlNet was trained on; sd21-768: the v-prediction model the original "
         "loaded (fetch sd21/base_768 in the setup notebook; use 768x768)", choices=list(BASE_ROLES),
@@ -213,7 +230,11 @@ _GOLF = dict(driving_video=GOLF_POSES, detector="none", source_video=GOLF_FRAMES
 
 PRESETS: dict[str, dict] = {
     "golf swing · recommended": dict(_GOLF, technique="recommended"),
-    "golf swing · the original's v2 command line": dict(_GOLF, technique="original_v2"),
+    # The original's v2 script at its command-line defaults: the 768 v-model at 512 px, and no negative prompt (its
+    # negative prompt never reached the model). Its noise came from a CUDA generator it never seeded, so its seed
+    # option did nothing; ours is seeded (and drawn on the CPU), so the frames are not the original's.
+    "golf swing · the original's v2 command line (768 model, own seeded noise)": dict(
+        _GOLF, technique="original_v2", base_model="sd21-768", negative_prompt=""),
     "golf swing · poses re-detected with DWPose": dict(_GOLF, driving_video=GOLF_FRAMES, detector="dwpose",
                                                        source_video="", technique="recommended"),
     "golf swing · keyframe + latent differences": dict(_GOLF, frames=10, technique="keyframe_differences",
@@ -282,6 +303,9 @@ def plan(params: Params) -> Plan:
     if technique.uses_reference and params.copy_steps > params.steps:
         raise InputError(f"copy steps ({params.copy_steps}) is more than the denoising steps ({params.steps}): "
                          f"lower copy steps to at most {params.steps}")
+    if params.noise_progression and not shares_noise(params.technique):
+        raise InputError(f"noise progression mixes per-frame noise into a shared noise, and {params.technique} "
+                         "shares none: set noise progression to 0, or pick a technique with shared noise")
     if params.negative_prompt.strip() and params.guidance_scale <= 1:
         raise InputError(f"a negative prompt only acts with guidance above 1 (it is {params.guidance_scale}): "
                          "raise guidance_scale or clear the negative prompt")
@@ -294,20 +318,23 @@ def plan(params: Params) -> Plan:
         raise InputError("no driving video: give a video, a folder of frames or a URL")
     video_fps = _check_count(driving, "driving video", params.frames, params.sample_stride)
 
-    source = None
-    if technique.needs_source:
-        source = _local_input(params.source_video, "source video", smoke, notes)
-        if source is None and params.detector == "none" and not smoke:
-            raise InputError(f"the technique {params.technique} builds on the real frames behind the poses, but the "
-                             "driving video holds rendered skeletons: set source_video, or pick another technique")
-        source = source or driving
-        _check_count(source, "source video", params.frames, params.sample_stride)
     masks = _local_input(params.masks, "masks", smoke, notes)
     if masks is not None:
         if not technique.uses_reference:
             raise InputError(f"masks limit where a latent reference acts, and {params.technique} has none: pick a "
                              "copy or source technique, or clear masks")
         _check_count(masks, "masks", params.frames, params.sample_stride)
+    masked_source = masks is not None and params.mask_mode == "source_inside"
+    source = None
+    if technique.needs_source or masked_source:
+        source = _local_input(params.source_video, "source video", smoke, notes)
+        if source is None and params.detector == "none" and not smoke:
+            what = f"the technique {params.technique}" if technique.needs_source else \
+                "masks (mask mode source_inside, the original's)"
+            raise InputError(f"{what} builds on the real frames behind the poses, but the driving video holds "
+                             "rendered skeletons: set source_video, or pick another technique or mask mode")
+        source = source or driving
+        _check_count(source, "source video", params.frames, params.sample_stride)
 
     width, height, frames, steps, copy_steps = params.width, params.height, params.frames, params.steps, \
         params.copy_steps
@@ -482,7 +509,8 @@ def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progre
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         output = pipe(params.prompt.strip(), inputs.poses, negative_prompt=params.negative_prompt.strip() or None,
-                      options=options, source_frames=inputs.source if options.needs_source else None,
+                      options=options,
+                      source_frames=inputs.source if options.needs_source_frames(inputs.masks is not None) else None,
                       masks=inputs.masks, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
                       controlnet_conditioning_scale=params.controlnet_scale,
                       generator=torch.Generator("cpu").manual_seed(params.seed), output_type="uint8",
@@ -608,10 +636,13 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
     timings = Timings()
     smoke = is_smoke(params)
     with timings.stage("inputs"):
-        variants = {t: replace(params, technique=t, masks=params.masks if TECHNIQUES[t].uses_reference else "")
+        # masks act where a latent reference does, noise progression where the noise is shared
+        variants = {t: replace(params, technique=t, masks=params.masks if TECHNIQUES[t].uses_reference else "",
+                               noise_progression=params.noise_progression if shares_noise(t) else 0.0)
                     for t in techniques}
         plans = {t: plan(v) for t, v in variants.items()}
-    widest = next((t for t in techniques if plans[t].source is not None), techniques[0])
+    # the inputs are prepared once, for the technique that needs the most (source frames, masks): whatever the order
+    widest = max(techniques, key=lambda t: (plans[t].source is not None) + (plans[t].masks is not None))
     base, controlnet, root = _model_paths(plans[widest].base_role, smoke)
     memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
@@ -619,11 +650,13 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
         inputs = prepare_inputs(variants[widest], plans[widest], progress)
     with timings.stage("load"):
         pipe = load_pipeline(base, controlnet, memory)
-    videos, described, said = {}, {}, set()
+    videos, described, masked, said = {}, {}, [], set()
     with timings.stage("generate"):
         for done, name in enumerate(techniques):
             p = plans[name]
-            own = replace(inputs, masks=inputs.masks if TECHNIQUES[name].uses_reference else None)
+            own = replace(inputs, masks=inputs.masks if plans[name].masks is not None else None)
+            if own.masks is not None:
+                masked.append(name)
             videos[name] = _generate(pipe, variants[name], p, own, p.options, progress, said).frames
             described[name] = p.options.describe()
             if progress is not None:
@@ -635,6 +668,7 @@ def compare(params: Params, techniques: Sequence[str], *, progress: Progress | N
     p = plans[widest]
     meta = _meta(params, p, inputs, memory, base, root)
     meta["comparison"] = {"techniques": techniques, "options": described, "frame_to_frame_change": change,
+                          "masked": {"techniques": masked, "mask_mode": params.mask_mode} if masked else None,
                           "layout": f"{columns} tiles per row: poses, then " + ", ".join(techniques)}
     effective = replace(_effective(params, p), output_dir=str(output_folder(NAME, params)))
     result = finish(f"{NAME}_comparison", effective, grid, p.fps, meta=meta, timings=timings)

@@ -12,9 +12,10 @@ row: 77 text tokens, and 16 face tokens that the IP-Adapter processors attend to
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,8 @@ def validate_generation_args(
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise InputError(f"guidance_scale is {guidance_scale}: use a value >= 0 (the original uses 8).")
     if not math.isfinite(face_scale) or face_scale < 0:
-        raise InputError(f"face_scale is {face_scale}: use a value >= 0 (0 ignores the face; the original uses 0.8).")
+        raise InputError(f"face_scale is {face_scale}: use a value >= 0 (0 switches the face attention off; the "
+                         f"original uses 0.8).")
     if num_references < 1:
         raise InputError("No reference face given: pass at least one face image.")
     if reference_weights is not None:
@@ -89,6 +91,24 @@ def validate_generation_args(
                              f"weight per face.")
         if any(not math.isfinite(w) or w < 0 for w in reference_weights) or sum(reference_weights) <= 0:
             raise InputError("reference_weights must be >= 0 with a positive sum, e.g. [0.5, 0.5].")
+
+
+@contextlib.contextmanager
+def face_lora_switch(pipe, on: bool) -> Iterator[None]:
+    """The face adapter's LoRA on (as loaded) or, with ``on=False``, off for the length of a call.
+
+    The face attention's weight (``face_scale``) does not touch the LoRA that was trained with it: as in the
+    original, ``face_scale=0`` still runs the LoRA-adapted attention. ``face_scale=0`` with the LoRA off is plain
+    AnimateDiff on the base model.
+    """
+    if on:
+        yield
+        return
+    pipe.disable_lora()
+    try:
+        yield
+    finally:
+        pipe.enable_lora()
 
 
 def warn_if_prompt_truncated(tokenizer, prompt: str | None, what: str = "prompt") -> int:
@@ -166,6 +186,7 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
         *,
         face_scale: float = DEFAULT_FACE_SCALE,
+        face_lora: bool = True,
         reference_weights: Sequence[float] | None = None,
         num_frames: int = DEFAULT_FRAMES,
         height: int = DEFAULT_SIZE,
@@ -185,7 +206,9 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
     ) -> AnimateDiffPipelineOutput | tuple:
         """Generate a video of the person in ``face_images`` (aligned 224x224 face crops; several = mixed identity).
 
-        ``reference_weights`` weigh the references' face tokens (default: plain mean, as the original).
+        ``face_scale`` weighs the face attention; the face LoRA trained with it stays on unless ``face_lora=False``
+        (the original has no such switch: its ``face_scale=0`` still runs the LoRA; 0 with the LoRA off is plain
+        AnimateDiff). ``reference_weights`` weigh the references' face tokens (default: plain mean, as the original).
         ``prompt_embeds``/``negative_prompt_embeds`` ([1, 77, D]) replace the text encoder. ``latents``
         ([1, 4, F, H/8, W/8]) replace the noise drawn from ``generator``. ``callback_on_step_end(pipe, step,
         timestep, tensors)`` runs after every step with the tensors named in ``callback_on_step_end_tensor_inputs``
@@ -241,7 +264,7 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
 
         # 4. Denoising loop.
         try:
-            with self.progress_bar(total=len(timesteps)) as progress_bar:
+            with face_lora_switch(self, face_lora), self.progress_bar(total=len(timesteps)) as progress_bar:
                 for step, t in enumerate(timesteps):
                     model_input = torch.cat([latents] * 2) if do_cfg else latents
                     model_input = self.scheduler.scale_model_input(model_input, t)

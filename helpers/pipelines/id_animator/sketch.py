@@ -35,6 +35,7 @@ from .pipeline import (
     FaceImage,
     IDAnimatorPipeline,
     _as_list,
+    face_lora_switch,
     motion_max_frames,
     validate_generation_args,
     warn_if_prompt_truncated,
@@ -80,6 +81,7 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
         sketch_frame_indices: Sequence[int] = (0,),
         sketch_scale: float = 1.0,
         face_scale: float = DEFAULT_FACE_SCALE,
+        face_lora: bool = True,
         reference_weights: Sequence[float] | None = None,
         num_frames: int = DEFAULT_FRAMES,
         height: int = DEFAULT_SIZE,
@@ -117,17 +119,18 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
             mixer.reference_weights = normalized_reference_weights(reference_weights, len(faces))
         self._decode_chunk_size = decode_chunk_size
         try:
-            return super().__call__(
-                prompt=None if prompt_embeds is not None else prompt,
-                negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                ip_adapter_image=[faces], conditioning_frames=sketch_list,
-                controlnet_frame_indices=list(sketch_frame_indices), controlnet_conditioning_scale=sketch_scale,
-                num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, generator=generator, latents=latents, output_type=output_type,
-                callback_on_step_end=callback_on_step_end,
-                callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), return_dict=return_dict,
-            )
+            with face_lora_switch(self, face_lora):
+                return super().__call__(
+                    prompt=None if prompt_embeds is not None else prompt,
+                    negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
+                    prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                    ip_adapter_image=[faces], conditioning_frames=sketch_list,
+                    controlnet_frame_indices=list(sketch_frame_indices), controlnet_conditioning_scale=sketch_scale,
+                    num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale, generator=generator, latents=latents, output_type=output_type,
+                    callback_on_step_end=callback_on_step_end,
+                    callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), return_dict=return_dict,
+                )
         finally:
             del self._decode_chunk_size
             if isinstance(mixer, FaceTokenMixer):

@@ -98,10 +98,14 @@ def check_call_inputs(*, prompt, negative_prompt, poses, options: ConsistencyOpt
     if options.needs_source and source_frames is None:
         raise InputError(f"latent_reference={options.latent_reference!r} builds on the source video: "
                          "pass source_frames (the video the poses came from)")
+    if options.needs_source_frames(masked=masks is not None) and source_frames is None:
+        raise InputError("masks take the source video's latents inside the mask (mask_mode='source_inside', the "
+                         "original's): pass source_frames, or set mask_mode='reference_inside'")
     if source_frames is not None:
-        if not options.needs_source:
+        if not options.needs_source_frames(masked=masks is not None):
             raise InputError("source_frames are only used by the latent references source, source_motion and "
-                             "keyframe: pick one of them or leave source_frames out")
+                             "keyframe, and by masks with mask_mode='source_inside': pick one of them or leave "
+                             "source_frames out")
         count = len(source_frames)
         if count != num_frames:
             raise InputError(f"source_frames has {count} frames but there are {num_frames} poses: pass one source "

@@ -76,16 +76,31 @@ def pull_towards(latents: torch.Tensor, reference: torch.Tensor, strength: float
     return latents + weight * (reference - latents)
 
 
-def pull_towards_previous(latents: torch.Tensor, strength: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def source_inside(reference: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``m·source + (1 − m)·reference``: the source latents inside the mask, the reference outside (the original's
+    masked reference)."""
+    return reference + mask * (source - reference)
+
+
+def pull_towards_previous(latents: torch.Tensor, strength: float, mask: torch.Tensor | None = None,
+                          source: torch.Tensor | None = None) -> torch.Tensor:
     """Frame k pulled towards frame k−1 *after* k−1's own pull: a scan along the clip.
 
     At ``s = 1`` every frame becomes frame 0. Below 1, frame j's own latents reach frame k with weight
     ``(1 − s)·s^(k−j)`` and frame 0's with ``s^k``: an exponential moving average along the clip.
+    With ``source`` (and ``mask``), the reference is :func:`source_inside` of the previous frame and the frame's own
+    source latents, frame 0's being itself outside the mask.
     """
-    pulled = [latents[0]]
+    if source is not None:
+        pulled = [pull_towards(latents[0], source_inside(latents[0], source[0], mask[0]), strength)]
+    else:
+        pulled = [latents[0]]
     for k in range(1, latents.shape[0]):
-        frame_mask = None if mask is None else mask[k]
-        pulled.append(pull_towards(latents[k], pulled[k - 1], strength, frame_mask))
+        if source is not None:
+            pulled.append(pull_towards(latents[k], source_inside(pulled[k - 1], source[k], mask[k]), strength))
+        else:
+            frame_mask = None if mask is None else mask[k]
+            pulled.append(pull_towards(latents[k], pulled[k - 1], strength, frame_mask))
     return torch.stack(pulled)
 
 

@@ -15,6 +15,12 @@ Step vocabulary. Denoising step ``i`` (0-based) takes the latents from noise lev
 the level the next step will see. ``reference_steps = k`` applies it after each of the first ``k`` steps
 (``reference_schedule="each_step"``, as the original's third version did) or only after step ``k - 1``
 (``"last_step"``, as its first two versions did). The original's "copy step j" is ``reference_steps = j + 1``.
+
+Masks (white = the person). ``mask_mode="source_inside"`` (default, the original's): inside the mask the latents are
+pulled towards the *source* frame's latents, outside towards the technique's reference (frame 0, the previous frame,
+or frame 0 moved by the latent difference); with the ``"source"`` reference the outside is left free. So a mask needs
+the source frames. ``mask_mode="reference_inside"``: the technique's reference acts inside the mask only and the
+outside is left free (no source frames needed unless the reference itself uses them).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ NoiseMode = Literal["independent", "shared"]
 CrossFrameMode = Literal["off", "first_frame", "first_and_previous", "self_and_first"]
 LatentReference = Literal["off", "first_frame", "previous_frame", "source", "source_motion", "keyframe"]
 ReferenceSchedule = Literal["each_step", "last_step"]
+MaskMode = Literal["source_inside", "reference_inside"]
 
 NOISE_MODES: tuple[str, ...] = ("independent", "shared")
 CROSS_FRAME_MODES: tuple[str, ...] = ("off", "first_frame", "first_and_previous", "self_and_first")
 LATENT_REFERENCES: tuple[str, ...] = ("off", "first_frame", "previous_frame", "source", "source_motion", "keyframe")
 REFERENCE_SCHEDULES: tuple[str, ...] = ("each_step", "last_step")
+MASK_MODES: tuple[str, ...] = ("source_inside", "reference_inside")
 
 #: References built from the source video's latents: they need ``source_frames``.
 SOURCE_REFERENCES: tuple[str, ...] = ("source", "source_motion", "keyframe")
@@ -65,13 +73,17 @@ class ConsistencyOptions:
             ``"keyframe"`` (g): as ``"source_motion"``, but the pose conditions frame 0 only: later frames are the
             keyframe moved by the latent differences ("compression-inspired": an I-frame and P-frames).
         reference_steps: how many of the first denoising steps the reference acts on (see the module docstring).
-        reference_strength: ``s`` in ``x ← x + s·m·(r − x)`` (``m`` the optional per-frame mask). 1 copies.
+        reference_strength: ``s`` in ``x ← x + s·(r − x)``. 1 copies.
             Below 1 the blend is linear in the noisy latents, an approximation that is close when frames share
             their initial noise (the noise parts then coincide) and under-noises the result when they do not.
         reference_schedule: ``"each_step"`` or ``"last_step"`` (module docstring).
         match_noise_level: True (the correct form): source latents are noised to the current level and latent
             differences scaled by √ᾱ. False reproduces the original scripts, which mixed clean latents into noisy
             ones (3-5x too much signal and no noise at their default steps); kept to show why that fails.
+        mask_mode: what per-frame masks mean (module docstring). ``"source_inside"`` (the original's): ``r = m·z_src
+            + (1 − m)·r_technique``, the source latents at the same noise level as the reference (clean with
+            ``match_noise_level=False``); frame 0 too has its masked region pulled towards its source, as the
+            original's first version did. ``"reference_inside"``: ``x ← x + s·m·(r − x)``.
     """
 
     noise: NoiseMode = "independent"
@@ -82,11 +94,16 @@ class ConsistencyOptions:
     reference_strength: float = 1.0
     reference_schedule: ReferenceSchedule = "each_step"
     match_noise_level: bool = True
+    mask_mode: MaskMode = "source_inside"
 
     @property
     def needs_source(self) -> bool:
         """True when the reference is built from the source video's latents."""
         return self.latent_reference in SOURCE_REFERENCES
+
+    def needs_source_frames(self, masked: bool) -> bool:
+        """True when a call needs ``source_frames``: the reference uses them, or masks take the source inside."""
+        return self.needs_source or (masked and self.latent_reference != "off" and self.mask_mode == "source_inside")
 
     @property
     def pose_on_keyframe_only(self) -> bool:
@@ -106,6 +123,7 @@ class ConsistencyOptions:
         _choice("cross_frame_attention", self.cross_frame_attention, CROSS_FRAME_MODES)
         _choice("latent_reference", self.latent_reference, LATENT_REFERENCES)
         _choice("reference_schedule", self.reference_schedule, REFERENCE_SCHEDULES)
+        _choice("mask_mode", self.mask_mode, MASK_MODES)
         _unit_interval("noise_independence", self.noise_independence)
         _unit_interval("reference_strength", self.reference_strength)
         if self.noise == "independent" and self.noise_independence != 0.0:

@@ -41,6 +41,7 @@ from .latents import (
     pull_towards,
     pull_towards_previous,
     signal_weight,
+    source_inside,
 )
 from .options import ConsistencyOptions
 
@@ -152,8 +153,10 @@ class ZeroShotPosePipeline(DiffusionPipeline):
             options: the consistency techniques (:class:`ConsistencyOptions`); default: the per-frame baseline.
             source_frames: ``[F, H', W', 3]`` uint8 frames of the source video, needed by the references
                 ``"source"``, ``"source_motion"`` and ``"keyframe"``; centre-cropped and resized to the pose size.
-            masks: optional ``[F, H, W]`` per-frame masks (white/1 = apply the reference there, e.g. the person's
-                silhouette); resized to the latent grid by area averaging.
+            masks: optional ``[F, H, W]`` per-frame masks (white/1 = the person's silhouette), resized to the latent
+                grid by area averaging. ``options.mask_mode="source_inside"`` (default, the original's): the source
+                latents inside, the reference outside (needs ``source_frames``); ``"reference_inside"``: the
+                reference inside only.
             generator / latents: the starting noise is drawn from ``generator`` per ``options.noise``, unless
                 ``latents`` (unit-variance noise, ``[F, C, h, w]`` or ``[1, C, h, w]`` for all frames) is given. It is
                 also the noise the source latents are noised with.
@@ -178,7 +181,7 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         noise = self._starting_noise(latents, num_frames, latent_shape, options, generator).to(device)
 
         source_latents = None
-        if options.needs_source:
+        if options.needs_source_frames(masked=masks is not None):
             source_latents = self.encode_frames(as_frame_array(source_frames, "source_frames", size=(width, height)),
                                                 progress=report)
         frame_masks = None
@@ -328,16 +331,23 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         """Apply the latent reference after a step; ``level`` is the noise level of ``latents`` (None = clean)."""
         strength = options.reference_strength
         reference = options.latent_reference
+        source = None
+        if source_latents is not None:  # at the level of the latents they join (clean, as the original, if not)
+            source = noised_to_level(self.scheduler, source_latents, noise, level) if options.match_noise_level \
+                else source_latents
+        # the original's masks: the source inside, the technique's reference outside ("source": outside left free)
+        masked_source = masks is not None and options.mask_mode == "source_inside" and reference != "source"
         if reference == "previous_frame":
-            return pull_towards_previous(latents, strength, masks)
+            return pull_towards_previous(latents, strength, masks, source if masked_source else None)
         if reference == "first_frame":
             target = latents[:1].expand_as(latents)
         elif reference == "source":
-            target = noised_to_level(self.scheduler, source_latents, noise, level) if options.match_noise_level \
-                else source_latents
+            target = source
         else:  # "source_motion" and "keyframe": frame 0 moved by the source's latent differences
             weight = signal_weight(self.scheduler, level) if options.match_noise_level else 1.0
             target = motion_reference(latents[0], source_latents, weight)
+        if masked_source:
+            return pull_towards(latents, source_inside(target, source, masks), strength)
         return pull_towards(latents, target, strength, masks)
 
     # ------------------------------------------------------------------------------------------------ VAE
