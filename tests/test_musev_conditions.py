@@ -139,12 +139,13 @@ def test_annotator_weights_load_from_the_pack_layout(tmp_path):
 
     frames = _frames(1)
     view = conditions.processor_view(frames[0])
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the real path runs the processors on the GPU if any
     got = conditions.render_condition_frames("softedge", frames, smoke=False, root=tmp_path)[0]
-    expected = HEDdetector(hed.eval())(Image.fromarray(view), detect_resolution=H, image_resolution=H,
-                                       output_type="np")
+    expected = HEDdetector(hed.eval()).to(device)(Image.fromarray(view), detect_resolution=H, image_resolution=H,
+                                                  output_type="np")
     np.testing.assert_array_equal(got, expected)
     got = conditions.render_condition_frames("lineart", frames, smoke=False, root=tmp_path)[0]
-    detector = LineartDetector(fine.eval(), coarse.eval())
+    detector = LineartDetector(fine.eval(), coarse.eval()).to(device)
     expected = detector(Image.fromarray(view), coarse=True, detect_resolution=H, image_resolution=H, output_type="np")
     np.testing.assert_array_equal(got, expected)
     fine_only = detector(Image.fromarray(view), coarse=False, detect_resolution=H, image_resolution=H,
