@@ -342,7 +342,7 @@ def prepare(params: Params) -> Inputs:
     """Read and check every input, crop and resize as the original, and draw the condition frames (DWPose or
     controlnet-aux); ``InputError`` for any bad input. No video model runs."""
     from helpers import media
-    from helpers.pipelines.musev import conditions, preprocess
+    from helpers.pipelines.musev import preprocess
 
     p = plan(params)
     smoke = is_smoke(params)
@@ -360,6 +360,8 @@ def prepare(params: Params) -> Inputs:
         condition = read_clip(p.condition_video, p.frames, params.sample_rate, "condition video")
         control = preprocess.crop_resize_video_frames(condition, p.height, p.width)
     else:
+        from helpers.pipelines.musev import conditions
+
         condition = control = conditions.render_condition_frames(params.condition, video, smoke=smoke,
                                                                  root=weights_root(smoke))
     if params.model == POSE_MODEL:
