@@ -36,12 +36,13 @@ VARIANTS = {  # config section -> golden file of the loop
 
 def tolerance(table: dict, name: str) -> tuple[float, float]:
     """(atol, rtol) for tensor ``name`` from a tolerance table whose keys look like
-    ``"intermediate.step*.latents_in|latents_out, output.latents"`` (``|`` swaps the last dotted part)."""
+    ``"intermediate.step*.latents_in|latents_out, output.latents"`` (``|`` swaps the last dotted part, or the last
+    two: ``"x.down_block_refer_embs.*|mid_block_refer_emb"`` also names ``x.mid_block_refer_emb``)."""
     for key, value in table.items():
         for alternative in key.split(", "):
             head, *swaps = alternative.split("|")
-            stem = head.rsplit(".", 1)[0]
-            patterns = [head] + [f"{stem}.{swap}" for swap in swaps]
+            stems = [head.rsplit(".", k)[0] for k in (1, 2) if head.count(".") >= k]
+            patterns = [head] + [f"{stem}.{swap}" for swap in swaps for stem in stems]
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
                 return float(value["atol"]), float(value["rtol"])
     raise KeyError(f"no tolerance for {name} in {sorted(table)}")

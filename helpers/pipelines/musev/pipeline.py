@@ -195,6 +195,7 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         stage: str = "denoise",
         callback_on_step_end: Callable | None = None,
         trace: Callable[[str, object], None] | None = None,
+        window_inputs: Callable | None = None,
     ) -> torch.Tensor:
         """Denoise ``latents`` ``(1, 4, T, h, w)`` (already scaled by ``init_noise_sigma``) and return them.
 
@@ -204,6 +205,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         then classifier-free guidance and one scheduler step on all frames. ``text_embeds`` is ``[negative,
         positive]`` with guidance (``guidance_scale > 1``), else ``[positive]``. ``progress_state`` = [done, total]
         of the whole run, advanced once per UNet call. ``trace(name, value)`` sees intermediate values (tests).
+        ``window_inputs(step, t, sample, text, window)`` returns extra UNet arguments for one window (ControlNet
+        residuals of the same input).
         """
         do_cfg = guidance_scale > 1.0
         rows = 2 if do_cfg else 1
@@ -240,7 +243,9 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                     sample, frame_offset, condition_index = frames, 0, None
                 if trace and step == 0:
                     trace(f"step0.window{k}.unet_sample", sample)
-                prediction = self.unet(sample, t, text, condition_frame_index=condition_index, **unet_kwargs).sample
+                extra = window_inputs(step, t, sample, text, window) if window_inputs is not None else {}
+                prediction = self.unet(sample, t, text, condition_frame_index=condition_index, **unet_kwargs,
+                                       **extra).sample
                 if trace and step == 0:
                     trace(f"step0.window{k}.unet_out", prediction)
                 noise_sum[:, :, window] += prediction[:, :, frame_offset:].float()
@@ -315,6 +320,7 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         progress: Progress | None = None,
         callback_on_step_end: Callable | None = None,
         trace: Callable[[str, object], None] | None = None,
+        shot_hooks=None,
     ) -> MuseVPipelineOutput:
         """Generate a video; the condition image is its first frame.
 
@@ -335,6 +341,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             output_type: ``"np"`` (uint8 frames), ``"pt"`` (float tensor) or ``"latent"`` (no decoding).
             progress: ``progress(stage, done, total)``; stages ``"first frame"``, ``"denoise"`` (one tick per UNet
                 call: steps × windows × shots) and ``"decode"``.
+            shot_hooks: extension point of the ControlNet pipeline (``controlnet.ShotHooks``): per shot, its own
+                initial latents and extra UNet inputs per window.
         """
         check_video_request(time_size=time_size, n_batch=n_batch, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale, context_frames=context_frames,
@@ -413,19 +421,24 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         shot_latents = []
         for shot, windows in enumerate(shot_windows):
             frames = shot0_frames if shot == 0 else time_size
-            if shot == 0 and latents is not None:
-                noise = latents.float().to(self._execution_device)
+            given = latents.float().to(self._execution_device) if shot == 0 and latents is not None else None
+            start = shot_hooks.initial_latents if shot_hooks is not None else None
+            if start is not None:  # already scaled for the first step
+                noise = start(shot, (1, 4, frames, h, w), given, num_inference_steps, generator)
             else:
-                noise = initial_video_noise((1, 4, frames, h, w), condition_latents, w_ind_noise=w_ind_noise,
-                                            img_weight=img_weight, generator=generator, device=self._execution_device)
-            noise = noise * self._init_noise_sigma(num_inference_steps)
+                if given is None:
+                    given = initial_video_noise((1, 4, frames, h, w), condition_latents, w_ind_noise=w_ind_noise,
+                                                img_weight=img_weight, generator=generator,
+                                                device=self._execution_device)
+                noise = given * self._init_noise_sigma(num_inference_steps)
             if trace and shot == 0:
                 trace("latents_init", noise)
             denoised = self.denoise(
                 noise, condition_latents, text, num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale, windows=windows, motion_speed=motion_speed, reference=reference,
                 ip_tokens=ip_tokens, ip_adapter_scale=ip_adapter_scale, progress=progress, progress_state=state,
-                callback_on_step_end=callback_on_step_end, trace=trace if shot == 0 else None)
+                callback_on_step_end=callback_on_step_end, trace=trace if shot == 0 else None,
+                window_inputs=shot_hooks.window_inputs(shot, trace if shot == 0 else None) if shot_hooks else None)
             # The first shot keeps its condition frame; a later shot's condition is the previous shot's last frame,
             # already in the output, so it is not repeated.
             shot_latents.append(torch.cat([condition_latents, denoised], dim=2).cpu() if shot == 0 else denoised.cpu())
@@ -479,8 +492,6 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames[0].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------- loading
 
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
@@ -512,9 +523,13 @@ def base_model_parts(base_model: Path | str | None) -> tuple[str, ...]:
     return ("unet", *(part for part, found in present.items() if found))
 
 
-def load_musev_pipeline(variant: str = "musev", *, root=None, base_model: Path | str | None = None, device=None,
-                        dtype: torch.dtype | None = None, offload: str = "none") -> MuseVPipeline:
+def load_musev_pipeline(variant: str = "musev", *, controlnet=None, root=None, base_model: Path | str | None = None,
+                        device=None, dtype: torch.dtype | None = None, offload: str = "none") -> MuseVPipeline:
     """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
+
+    ``controlnet`` (video-to-video): a role of the ``musev`` pack (``"controlnet_openpose"``), the path of a
+    diffusers ``ControlNetModel`` folder, or a loaded model; the result is then a ``MuseVControlNetPipeline``
+    (``controlnet.py``). ``musev_referencenet_pose`` is the pose-to-video model: it needs one.
 
     The video UNet gets the spatial weights of the SD1.5 base model, as in the original: ``base_model`` (a diffusers
     folder, a UNet folder, or one ``.safetensors``/``.ckpt`` file in diffusers or original LDM layout), else the
@@ -544,6 +559,9 @@ def load_musev_pipeline(variant: str = "musev", *, root=None, base_model: Path |
 
     if variant not in UNET_ROLES:
         raise InputError(f"unknown MuseV model {variant!r}: use one of {', '.join(UNET_ROLES)}")
+    if variant == "musev_referencenet_pose" and controlnet is None:
+        raise InputError("musev_referencenet_pose is the pose-to-video model: give it a pose control video and a "
+                         "ControlNet (controlnet='controlnet_openpose'), or use musev_referencenet")
     if offload not in ("none", "model", "sequential"):
         raise InputError(f"offload {offload!r}: use 'none', 'model' or 'sequential'")
     device, dtype = default_device_and_dtype(device, dtype)
@@ -591,10 +609,16 @@ def load_musev_pipeline(variant: str = "musev", *, root=None, base_model: Path |
                                                  crop_size={"height": size, "width": size}),
             image_proj=load_image_projection(resolve(IMAGE_PROJ_ROLES[variant]), device=device, dtype=dtype),
         )
-    pipe = MuseVPipeline(vae=vae.to(device=load_device, dtype=dtype).eval(),
+    pipe_class = MuseVPipeline
+    if controlnet is not None:
+        from helpers.pipelines.musev.controlnet import MuseVControlNetPipeline, load_controlnet
+
+        extras["controlnet"] = load_controlnet(controlnet, root=root, device=load_device, dtype=dtype)
+        pipe_class = MuseVControlNetPipeline
+    pipe = pipe_class(vae=vae.to(device=load_device, dtype=dtype).eval(),
                          text_encoder=text_encoder.to(device=load_device, dtype=dtype).eval(),
                          tokenizer=tokenizer, unet=unet, scheduler=scheduler, **extras)
-    for name in ("vae", "text_encoder", "unet", "referencenet", "image_encoder"):  # some loaders ignore dtype=
+    for name in ("vae", "text_encoder", "unet", "referencenet", "image_encoder", "controlnet"):  # some ignore dtype=
         component = getattr(pipe, name, None)
         if component is not None and component.dtype != dtype:
             raise RuntimeError(f"{name} loaded as {component.dtype}, expected {dtype}")
