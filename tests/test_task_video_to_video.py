@@ -5,6 +5,7 @@ missing ControlNet named before anything loads, form and CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import urllib.request
@@ -296,3 +297,67 @@ def test_registered_and_help_does_not_import_torch(capsys):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
 
+
+
+# -- SMOKE runs through the real loaders -----------------------------------------------------------------------------
+def test_conditions_are_the_ones_the_conditions_module_draws():
+    from helpers.pipelines.musev import conditions
+
+    assert task.CONDITIONS == tuple(conditions.CONDITIONS)
+    assert conditions.controlnet_role("dwpose_body_hand") == "controlnet_openpose"
+
+
+def test_smoke_pose_to_video_runs_the_readme_preset_end_to_end(monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("SMOKE mode downloaded"))
+    ticks = []
+    params = params_from_dict(task.Params, {**task.PRESETS[README_RUN], "smoke": True, "seed": 3})
+    result = task.run(params, progress=lambda *tick: ticks.append(tick))
+    p = task.plan(params)
+    assert result.frames.shape == (task.SMOKE_FRAMES, p.height, p.width, 3) and result.frames.dtype == np.uint8
+    assert result.video_path.is_file() and result.preview_path.is_file()
+    meta = result.metadata
+    roles = {(r["pack"], r["role"]) for r in meta["weights"]}
+    assert {("musev", "unet_referencenet_pose"), ("musev", "ip_adapter_image_proj_pose"), ("musev", "referencenet"),
+            ("musev", "controlnet_openpose"), ("dwpose", "detector")} <= roles
+    assert meta["smoke"] is True and meta["params"]["frames"] == task.SMOKE_FRAMES
+    assert meta["generation"]["motion_speed"] == 1.0 and meta["inputs"]["video_is_middle"] is True
+    assert meta["requested_params"]["frames"] == 12
+    assert any(stage == "denoise" for stage, *_ in ticks) and ticks[-1] == ("save", 1, 1)
+    assert json.loads(result.sidecar_path.read_text())["method"].startswith("MuseV musev_referencenet_pose")
+    # the first frame is the reference picture; the same seed gives the same video
+    again = task.run(params)
+    assert np.array_equal(again.frames, result.frames)
+
+
+def test_smoke_video_mode_starts_from_the_source_frames():
+    """Both which2video modes on an RGB source with drawn poses; the RGB start changes the video."""
+    middle = task.run(task.Params(smoke=True, seed=5, model="musev"))
+    video = task.run(task.Params(smoke=True, seed=5, model="musev", which2video="video"))
+    assert middle.frames.shape == video.frames.shape == (task.SMOKE_FRAMES, 128, 64, 3)
+    assert not np.array_equal(middle.frames[1:], video.frames[1:])
+    assert video.metadata["method"].endswith(", video") and middle.metadata["method"].endswith(", video_middle")
+
+
+def test_missing_controlnet_is_named_before_any_model_loads(monkeypatch):
+    """Without SMOKE, on packs in the Drive layout: a missing ControlNet stops the run before anything loads."""
+    from helpers.errors import MissingWeightsError
+    from helpers.testing.musev_v2v import write_tiny_v2v_packs
+    from helpers.testing.pose import write_tiny_dwpose_pack
+
+    root = Path(os.environ["HV_ROOT"])
+    write_tiny_v2v_packs(root)
+    write_tiny_dwpose_pack(root)
+    shutil.rmtree(root / "models" / "musev" / "controlnet_openpose")
+    monkeypatch.setattr(task, "_load", lambda *a, **k: pytest.fail("a model loaded before the weights were checked"))
+    with pytest.raises(MissingWeightsError, match="controlnet_openpose") as caught:
+        task.run(task.Params(model="musev", width=64, height=128, frames=3, steps=1, window=2, overlap=0))
+    assert "\n" not in str(caught.value)
+
+
+def test_pose_condition_without_a_person_in_the_source_video(monkeypatch, no_models):
+    from helpers.tasks import inputs
+
+    monkeypatch.setattr(inputs, "open_dwpose", lambda smoke: (_FakeRunner(face=False, person=False), []))
+    with pytest.raises(InputError, match="no person") as caught:
+        task.validate(task.Params(smoke=True, model="musev"))
+    assert "\n" not in str(caught.value)

@@ -224,7 +224,7 @@ def _base(value: str, smoke: bool) -> tuple[Path | None, str, str | None]:
         if FANTASTICMIX_ROLE not in registry.PACKS["musev"].roles:
             raise InputError("fantasticmix is not offered by this installation: give 'majicmix' or the path of an "
                              "SD1.5 model")
-        return None, ("base_model" if smoke else FANTASTICMIX_ROLE), None
+        return None, FANTASTICMIX_ROLE, None  # SMOKE: the tiny pack writes this role too
     path, note = _base_model(value, smoke)
     return path, "base_model", note
 
