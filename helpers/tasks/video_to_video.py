@@ -67,7 +67,7 @@ DEFAULT_VIDEO = str(ASSETS / "dancer.mp4")  # a synthetic dancer made by this pr
 DEFAULT_IMAGE = str(ASSETS / "reference.png")
 DEFAULT_PROMPT = "(masterpiece, best quality, highres:1), a person is dancing"
 MAX_FRAMES = 240
-FACE_POINTS = (0, 14, 15)  # nose, right eye, left eye (OpenPose body order)
+FACE_POINTS = (0, 14, 15)  # nose, right eye, left eye (OpenPose body order): a face = the nose and an eye
 
 # SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
 SMOKE_SIDE, SMOKE_FRAMES, SMOKE_WINDOW, SMOKE_OVERLAP, SMOKE_STEPS = 64, 5, 3, 1, 2
@@ -332,9 +332,10 @@ def _reference_face(reference: np.ndarray, smoke: bool) -> list[dict]:
     if not pose.detected or pose.num_people == 0:
         raise InputError(f"{POSE_MODEL}: the reference image shows no person: give a photo of the person, body and "
                          "face visible")
-    if not (pose.body_score[0, list(FACE_POINTS)] > VISIBILITY_THRESHOLD).all():
-        raise InputError(f"{POSE_MODEL}: no face found on the reference image (nose and eyes): the pose carries no "
-                         "face, so give a picture where the person's face is visible")
+    nose, *eyes = pose.body_score[0, list(FACE_POINTS)] > VISIBILITY_THRESHOLD
+    if not (nose and any(eyes)):
+        raise InputError(f"{POSE_MODEL}: no face found on the reference image (nose and an eye): the pose carries "
+                         "no face, so give a picture where the person's face is visible")
     return provenance
 
 
@@ -364,12 +365,17 @@ def prepare(params: Params) -> Inputs:
 
         condition = control = conditions.render_condition_frames(params.condition, video, smoke=smoke,
                                                                  root=weights_root(smoke))
+        if params.condition in POSE_CONDITIONS:
+            from helpers import weights
+
+            provenance += [weights.provenance("dwpose", role, weights_root(smoke)) for role in ("detector",
+                                                                                                "pose_model")]
     if params.model == POSE_MODEL:
         provenance += _reference_face(reference, smoke)
     notes = ["the reference picture takes the place of the first source frame; that frame's condition goes with it "
              "(the original's video_has_condition)"]
     inputs = Inputs(plan=p, source=source, reference=reference, video=video, condition=condition, control=control,
-                    notes=tuple(notes), provenance=tuple(provenance))
+                    notes=tuple(notes), provenance=tuple({(r["pack"], r["role"]): r for r in provenance}.values()))
     _INPUTS.clear()
     _INPUTS[key] = inputs
     return inputs
