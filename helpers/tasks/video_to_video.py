@@ -363,8 +363,7 @@ def prepare(params: Params) -> Inputs:
     else:
         from helpers.pipelines.musev import conditions
 
-        condition = control = conditions.render_condition_frames(params.condition, video, smoke=smoke,
-                                                                 root=weights_root(smoke))
+        condition = control = conditions.render_condition_frames(params.condition, video, smoke=smoke)
         if params.condition in POSE_CONDITIONS:
             from helpers import weights
 
