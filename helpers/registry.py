@@ -150,6 +150,23 @@ OPENPOSE_BODY = Licence("CMU OpenPose licence: non-commercial research (model co
                         "https://github.com/CMU-Perceptual-Computing-Lab/openpose/blob/master/LICENSE",
                         note="no licence is stated on lllyasviel/Annotators; the body model comes from CMU OpenPose")
 OPENRAIL_M_CONTROLNET = Licence("CreativeML OpenRAIL-M", "https://huggingface.co/lllyasviel/control_v11p_sd15_openpose")
+FANTASTICMIX = Licence("CreativeML OpenRAIL-M family (fantasticmix v10, redistributed in TMElyralab/MuseV)",
+                       "https://huggingface.co/TMElyralab/MuseV",
+                       note="a community SD1.5 model; the MuseV repo is tagged creativeml-openrail-m; per-file licence "
+                            "not verified")
+ANNOTATORS = "https://huggingface.co/lllyasviel/Annotators"
+HED_ANNOTATOR = Licence("Apache-2.0 (ControlNet's own HED re-implementation, ControlNetHED_Apache2)", ANNOTATORS,
+                        note="lllyasviel/Annotators states no licence of its own")
+LINEART_ANNOTATOR = Licence("MIT (informative-drawings line-art generators)", ANNOTATORS,
+                            note="lllyasviel/Annotators states no licence of its own")
+MIDAS_ANNOTATOR = Licence("MIT (MiDaS v3 DPT-Hybrid, isl-org/MiDaS)", ANNOTATORS,
+                          note="lllyasviel/Annotators states no licence of its own")
+
+
+def _controlnet_sd15(repo_id: str, approx_bytes: int = 723 * MB) -> HubSource:
+    """A diffusers SD1.5 ControlNet repo (the fp16 safetensors where published, else the best file there is)."""
+    return _folder(repo_id, ("config.json", "*.safetensors", "*.bin"),
+                   Licence("CreativeML OpenRAIL-M", f"https://huggingface.co/{repo_id}"), approx_bytes)
 
 # -- shared folder layouts -----------------------------------------------------------------------------------------
 SD_PIPELINE_PATTERNS = ("model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/*", "unet/*", "vae/*",
@@ -312,6 +329,32 @@ PACKS: dict[str, Pack] = {p.id: p for p in (
             _folder("lllyasviel/control_v11p_sd15_openpose", ("config.json", "*.safetensors", "*.bin"),
                     OPENRAIL_M_CONTROLNET, 723 * MB),
         ), optional=True),
+        Role("base_model_fantasticmix", "fantasticmix_v10 SD1.5 diffusers folder (the README's video-to-video base)", (
+            _folder("TMElyralab/MuseV", ("t2i/sd1.5/fantasticmix_v10/*",), FANTASTICMIX, 4_300 * MB,
+                    entry="t2i/sd1.5/fantasticmix_v10", ignore=("*.bk", "*/safety_checker/*"),
+                    convert={"t2i/sd1.5/fantasticmix_v10/unet/diffusion_pytorch_model.bin": "fp32"}),
+        ), optional=True),
+        Role("controlnet_canny", "SD1.5 Canny ControlNet v1.1 (video-to-video condition canny)",
+             (_controlnet_sd15("lllyasviel/control_v11p_sd15_canny"),), optional=True),
+        Role("controlnet_depth", "SD1.5 depth ControlNet v1.1 (condition depth, MiDaS maps)",
+             (_controlnet_sd15("lllyasviel/control_v11f1p_sd15_depth"),), optional=True),
+        Role("controlnet_lineart", "SD1.5 line-art ControlNet v1.1 (condition lineart)",
+             (_controlnet_sd15("lllyasviel/control_v11p_sd15_lineart"),), optional=True),
+        Role("controlnet_softedge", "SD1.5 soft-edge ControlNet v1.1 (condition softedge, HED maps)",
+             (_controlnet_sd15("lllyasviel/control_v11p_sd15_softedge"),), optional=True),
+        Role("controlnet_hed", "SD1.5 HED ControlNet v1.0, the one MuseV pairs with its hed condition",
+             (_controlnet_sd15("lllyasviel/sd-controlnet-hed", 1_450 * MB),), optional=True),
+        Role("annotator_hed", "HED soft-edge network loaded by controlnet-aux's HEDdetector", (
+            _file("lllyasviel/Annotators", "ControlNetHED.pth", HED_ANNOTATOR, 29_400_000),
+        ), optional=True),
+        Role("annotator_lineart", "line-art generators (fine + coarse) loaded by controlnet-aux's LineartDetector", (
+            HubSource("lllyasviel/Annotators", LINEART_ANNOTATOR, files=("sk_model.pth", "sk_model2.pth"),
+                      entry="sk_model2.pth", sizes={"sk_model.pth": 17_200_000, "sk_model2.pth": 17_200_000},
+                      approx_bytes=34_400_000),
+        ), optional=True),
+        Role("annotator_depth", "MiDaS DPT-Hybrid depth network loaded by controlnet-aux's MidasDetector", (
+            _file("lllyasviel/Annotators", "dpt_hybrid-midas-501f0c75.pt", MIDAS_ANNOTATOR, 493_000_000),
+        ), optional=True),
     ),
     _pack(
         "sd21", "Stable Diffusion 2.1 (diffusers folders; Stability AI removed the originals in Nov 2025)",
@@ -349,13 +392,22 @@ TASKS: dict[str, Task] = {
                                 ("sd15", "animatediff_v2", "id_animator", "insightface")),
     "zero_shot_pose_video": Task("04 zero-shot pose video (SD2.1 + OpenPose ControlNet)",
                                  ("sd21", "controlnet_sd21_openpose", "dwpose")),
+    # the README's pose-to-video run: the pose UNet + its IP-Adapter projection beside the musev_referencenet
+    # ReferenceNet, the OpenPose ControlNet, DWPose for RGB source videos, on fantasticmix_v10
+    "video_to_video": Task("05 video to video (MuseV)", (
+        "musev/unet_referencenet_pose", "musev/ip_adapter_image_proj_pose", "musev/referencenet", "musev/image_encoder",
+        "musev/controlnet_openpose", "musev/base_model_fantasticmix", "musev/vae", "musev/negative_embeddings",
+        "dwpose")),
 }
 
 # Extras a task can use but does not need for its default run (fetch them by name).
 TASK_EXTRAS: dict[str, tuple[str, ...]] = {
     "pose_to_dance": ("controlnext_svd_v1",),
-    "text_image_to_video": ("musev/unet_referencenet_pose", "musev/ip_adapter_image_proj_pose",
-                            "musev/controlnet_openpose", "dwpose"),
     "id_preserving_video": ("sparsectrl_scribble",),
     "zero_shot_pose_video": ("sd21/base_768", "openpose_annotator"),
+    # the musev UNet (condition video-to-video without the pose model) and the other conditions' ControlNets and
+    # annotator networks
+    "video_to_video": ("musev/unet_musev", "musev/controlnet_canny", "musev/controlnet_depth",
+                       "musev/controlnet_lineart", "musev/controlnet_softedge", "musev/controlnet_hed",
+                       "musev/annotator_hed", "musev/annotator_lineart", "musev/annotator_depth"),
 }

@@ -131,3 +131,23 @@ def test_openpose_look_matches_the_controlnet_annotator_drawing():
     )
     canvas = util.draw_facepose(util.draw_handpose(canvas, hands), faces)
     np.testing.assert_array_equal(draw_pose(pose, style="openpose"), canvas)
+
+
+def test_body_and_hands_without_face_match_the_annotator_drawing():
+    """MuseV's ``dwpose_body_hand`` condition: the annotator's body and hand drawing, no face landmarks."""
+    util = _annotator_drawing()
+    from helpers.testing.pose import dancer_wholebody
+
+    rng = np.random.default_rng(2)
+    pixels, _ = dancer_wholebody(0.3, 384, 512, size=0.7)
+    scores = rng.uniform(0.1, 1.0, (1, 133))
+    pose = PoseFrame.from_wholebody(pixels[None], scores, 384, 512)
+    layout = pose.to_dwpose_dict()
+    hands = np.where(layout["hands_score"][..., None] < 0.3, -1.0, layout["hands"])
+    canvas = util.draw_bodypose(
+        np.zeros((384, 512, 3), np.uint8), layout["bodies"]["candidate"], layout["bodies"]["subset"]
+    )
+    canvas = util.draw_handpose(canvas, hands)
+    drawn = draw_pose(pose, style="openpose", face=False)
+    np.testing.assert_array_equal(drawn, canvas)
+    assert not np.array_equal(drawn, draw_pose(pose, style="openpose"))  # the face would have been drawn
