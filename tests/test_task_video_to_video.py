@@ -121,7 +121,7 @@ BAD_INPUTS = {
     "no reference image": "no reference image",
     "video as reference image": "ref.mp4 is a video",
     "size below 64": "would be 0x0 px",
-    "unknown condition": "condition must be one of dwpose_body_hand, canny",
+    "unknown condition": "condition must be one of dwpose_body_hand, canny, depth, lineart, softedge, hed",
     "missing base model": "base model not found",
 }
 
@@ -307,35 +307,55 @@ def test_conditions_are_the_ones_the_conditions_module_draws():
     assert conditions.controlnet_role("dwpose_body_hand") == "controlnet_openpose"
 
 
-def test_smoke_pose_to_video_runs_the_readme_preset_end_to_end(monkeypatch):
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """Record what the task hands the ControlNet pipeline (the call itself runs unchanged)."""
+    from helpers.pipelines.musev.controlnet import MuseVControlNetPipeline
+
+    calls, call = [], MuseVControlNetPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(MuseVControlNetPipeline, "__call__", spy)
+    return calls
+
+
+def test_smoke_pose_to_video_runs_the_readme_preset_end_to_end(monkeypatch, pipeline_calls):
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("SMOKE mode downloaded"))
     ticks = []
     params = params_from_dict(task.Params, {**task.PRESETS[README_RUN], "smoke": True, "seed": 3})
     result = task.run(params, progress=lambda *tick: ticks.append(tick))
-    p = task.plan(params)
+    inputs = task.prepare(params)
+    p = inputs.plan
     assert result.frames.shape == (task.SMOKE_FRAMES, p.height, p.width, 3) and result.frames.dtype == np.uint8
     assert result.video_path.is_file() and result.preview_path.is_file()
+    (args, kwargs), = pipeline_calls
+    assert np.array_equal(args[1], inputs.reference) and kwargs["video"] is None  # video_middle: noise start
+    assert np.array_equal(kwargs["control_frames"], inputs.control) and kwargs["time_size"] == p.frames - 1
+    assert (kwargs["motion_speed"], kwargs["guidance_scale"], kwargs["controlnet_conditioning_scale"]) == (1.0, 3.5, 1.0)
     meta = result.metadata
     roles = {(r["pack"], r["role"]) for r in meta["weights"]}
     assert {("musev", "unet_referencenet_pose"), ("musev", "ip_adapter_image_proj_pose"), ("musev", "referencenet"),
-            ("musev", "controlnet_openpose"), ("dwpose", "detector")} <= roles
+            ("musev", "controlnet_openpose"), ("musev", task.FANTASTICMIX_ROLE), ("dwpose", "detector")} <= roles
     assert meta["smoke"] is True and meta["params"]["frames"] == task.SMOKE_FRAMES
-    assert meta["generation"]["motion_speed"] == 1.0 and meta["inputs"]["video_is_middle"] is True
-    assert meta["requested_params"]["frames"] == 12
+    assert meta["inputs"]["video_is_middle"] is True and meta["requested_params"]["frames"] == 12
     assert any(stage == "denoise" for stage, *_ in ticks) and ticks[-1] == ("save", 1, 1)
     assert json.loads(result.sidecar_path.read_text())["method"].startswith("MuseV musev_referencenet_pose")
-    # the first frame is the reference picture; the same seed gives the same video
-    again = task.run(params)
-    assert np.array_equal(again.frames, result.frames)
 
 
-def test_smoke_video_mode_starts_from_the_source_frames():
-    """Both which2video modes on an RGB source with drawn poses; the RGB start changes the video."""
-    middle = task.run(task.Params(smoke=True, seed=5, model="musev"))
-    video = task.run(task.Params(smoke=True, seed=5, model="musev", which2video="video"))
-    assert middle.frames.shape == video.frames.shape == (task.SMOKE_FRAMES, 128, 64, 3)
-    assert not np.array_equal(middle.frames[1:], video.frames[1:])
-    assert video.metadata["method"].endswith(", video") and middle.metadata["method"].endswith(", video_middle")
+def test_smoke_video_mode_starts_from_the_source_frames_with_drawn_poses(pipeline_calls):
+    """An RGB source, DWPose skeletons drawn from it, which2video="video": the frames 1.. go to the pipeline."""
+    params = task.Params(smoke=True, seed=5, which2video="video")
+    result = task.run(params)
+    inputs = task.prepare(params)
+    assert result.frames.shape == (task.SMOKE_FRAMES, 128, 64, 3)
+    (args, kwargs), = pipeline_calls
+    assert np.array_equal(kwargs["video"], inputs.video[1:]) and np.array_equal(kwargs["control_frames"],
+                                                                                 inputs.control)
+    assert inputs.control.max() > 0 and not np.array_equal(inputs.control, inputs.video)  # skeletons, not frames
+    assert result.metadata["method"].endswith("(dwpose_body_hand), video")
 
 
 def test_missing_controlnet_is_named_before_any_model_loads(monkeypatch):

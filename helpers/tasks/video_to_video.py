@@ -27,6 +27,7 @@ import numpy as np
 
 from helpers import registry
 from helpers.errors import InputError
+from helpers.pipelines.musev.conditions import CONDITIONS as _CONDITION_SPECS
 from helpers.pipelines.musev.prompts import NEGATIVE_PROMPT_V2
 from helpers.tasks.base import (
     Progress,
@@ -53,8 +54,8 @@ from helpers.tasks.text_image_to_video import (
 
 NAME = "video_to_video"
 
-CONDITIONS = ("dwpose_body_hand", "canny", "depth", "lineart", "softedge")  # helpers.pipelines.musev.conditions
-POSE_CONDITIONS = ("dwpose_body_hand",)
+CONDITIONS = tuple(_CONDITION_SPECS)  # dwpose_body_hand, canny, depth, lineart, softedge, hed
+POSE_CONDITIONS = tuple(name for name, spec in _CONDITION_SPECS.items() if spec.pose)
 MODELS = ("musev_referencenet_pose", "musev_referencenet", "musev")
 POSE_MODEL = "musev_referencenet_pose"  # trained on dwpose_body_hand only ("only used for pose2video")
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
@@ -88,7 +89,8 @@ class Params(TaskParams):
         "What to avoid (the original's 'V2')", widget="textarea"))
     condition: str = field(default="dwpose_body_hand", metadata=param(
         "What is drawn from every source frame for the ControlNet: dwpose_body_hand (DWPose body + hands, no face), "
-        "canny, depth, lineart, softedge", choices=CONDITIONS))
+        "canny, depth (MiDaS), lineart, softedge (HED, ControlNet 1.1) or hed (HED, ControlNet 1.0 as the "
+        "original)", choices=CONDITIONS))
     video_is_middle: bool = field(default=False, metadata=param(
         "The source video already is a condition video of that kind (e.g. pose skeletons): used as is"))
     which2video: str = field(default="video_middle", metadata=param(
