@@ -10,7 +10,10 @@ Writes, under ``<root>/models/musev/<role>/<path in the TMElyralab/MuseV repo>``
 - ``base_model``: an SD1.5 diffusers folder (UNet with the video UNet's spatial layout, VAE, CLIP text encoder,
   offline tokenizer, the SD1.5 scheduler config);
 - ``vae``: the VAE folder (``vae/sd-vae-ft-mse``); ``image_encoder``: a CLIP vision model with projection at 224
-  pixels (so the real CLIP preprocessing runs); ``negative_embeddings``: A1111-style textual-inversion files.
+  pixels (so the real CLIP preprocessing runs); ``negative_embeddings``: A1111-style textual-inversion files;
+- with ``pose=True``: ``unet_referencenet_pose`` and ``ip_adapter_image_proj_pose`` (pose-to-video);
+- ``controlnets=("controlnet_openpose", ...)``: stock diffusers ``ControlNetModel`` folders with the SD1.5 key set
+  (``ControlNetModel.from_unet`` of the tiny spatial UNet, the official conditioning embedding widths).
 
 Widths shrink (channels 32/64/32/32, text width 32, 8 heads) but the topology, the flags and the key names are the
 released ones, so the real loaders run unchanged. Weights the original initialises to zero (last temporal
@@ -46,6 +49,8 @@ SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_sched
                   "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False,
                   "prediction_type": "v_prediction"}
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet"}
+POSE_ROLES = {"musev_referencenet_pose": "unet_referencenet_pose"}
+CONTROLNET_EMBEDDING_CHANNELS = (16, 32, 96, 256)  # the SD1.5 ControlNets' conditioning embedding (kept full size)
 
 
 def _entry_path(root: Path, role: str) -> Path:
@@ -162,6 +167,19 @@ def write_tiny_base_model(folder: Path, seed: int = 4) -> Path:
     return folder
 
 
+def write_tiny_controlnet(folder: Path, seed: int = 6) -> Path:
+    """A stock ``ControlNetModel`` folder (``config.json`` + safetensors) with the key set of an SD1.5 ControlNet
+    such as ``lllyasviel/control_v11p_sd15_openpose``, at the tiny widths; its zero convolutions are drawn."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    model = ControlNetModel.from_unet(UNet2DConditionModel(**_spatial_unet_kwargs()),
+                                      conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
+    _draw_zero_initialised(model, seed)
+    model.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def write_tiny_negative_embeddings(folder: Path, seed: int = 5) -> Path:
     """The two textual-inversion files of the V2 negative prompt, A1111 layout, multi-vector like the real ones."""
     folder = Path(folder)
@@ -174,11 +192,14 @@ def write_tiny_negative_embeddings(folder: Path, seed: int = 5) -> Path:
     return folder
 
 
-def write_tiny_musev_packs(root: Path | str, *, negative_embeddings: bool = True, seed: int = 0) -> Path:
+def write_tiny_musev_packs(root: Path | str, *, negative_embeddings: bool = True, pose: bool = False,
+                           controlnets: tuple[str, ...] = (), seed: int = 0) -> Path:
     """Write every role of the ``musev`` pack that the two text/image-to-video variants use (skipping those already
-    there). ``negative_embeddings=False`` leaves the textual-inversion files out. Returns ``root``."""
+    there). ``negative_embeddings=False`` leaves the textual-inversion files out; ``pose=True`` adds the
+    ``musev_referencenet_pose`` UNet and IP projection, ``controlnets`` the named ControlNet roles. Returns ``root``."""
     root = Path(root)
-    for offset, (variant, role) in enumerate(UNET_ROLES.items()):
+    unets = {**UNET_ROLES, **(POSE_ROLES if pose else {})}
+    for offset, (variant, role) in enumerate(unets.items()):
         folder = _entry_path(root, role)
         if not (folder / "diffusion_pytorch_model.bin").is_file():
             write_tiny_unet(folder, variant, seed=seed + offset)
@@ -192,6 +213,10 @@ def write_tiny_musev_packs(root: Path | str, *, negative_embeddings: bool = True
     }
     if negative_embeddings:
         writers["negative_embeddings"] = lambda path: write_tiny_negative_embeddings(path, seed + 15)
+    if pose:
+        writers["ip_adapter_image_proj_pose"] = lambda path: write_tiny_image_projection(path, seed + 16)
+    for offset, role in enumerate(controlnets):
+        writers[role] = lambda path, offset=offset: write_tiny_controlnet(path, seed + 20 + offset)
     for role, write in writers.items():
         path = _entry_path(root, role)
         if not (path.is_file() or (path.is_dir() and any(path.iterdir()))):

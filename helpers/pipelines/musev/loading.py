@@ -331,3 +331,29 @@ def load_image_projection(
     _strict_check(f"IP-Adapter image projection {weights_file}", _shapes(model),
                   {k: tuple(v.shape) for k, v in state_dict.items()})
     return _assign(model, state_dict, device, dtype)
+
+
+BASE_MODEL_PARTS = ("unet", "text_encoder", "scheduler", "vae")  # the parts an SD1.5 base model can give the pipeline
+
+
+def base_model_parts(base_model: Path | str | None) -> tuple[str, ...]:
+    """The parts an own SD1.5 base model gives the pipeline (the rest comes from the ``musev`` pack's majicmix).
+
+    Always the UNet's spatial weights; from a diffusers pipeline folder also the text encoder with its tokenizer,
+    the scheduler config and the VAE (used only when ``sd-vae-ft-mse`` is absent), each when it is there. A single
+    file, or a UNet folder, gives the UNet only. ``None`` (majicmix itself) gives every part.
+
+    >>> base_model_parts("my_model.safetensors")
+    ('unet',)
+    """
+    if base_model is None:
+        return BASE_MODEL_PARTS
+    folder = Path(base_model).expanduser()
+    if not (folder / "unet").is_dir():
+        return ("unet",)
+    present = {
+        "text_encoder": (folder / "text_encoder" / "config.json").is_file() and (folder / "tokenizer").is_dir(),
+        "scheduler": (folder / "scheduler" / "scheduler_config.json").is_file(),
+        "vae": (folder / "vae" / "config.json").is_file(),
+    }
+    return ("unet", *(part for part, found in present.items() if found))

@@ -35,6 +35,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from helpers.errors import InputError
+from helpers.pipelines.musev.loading import BASE_MODEL_PARTS, base_model_parts  # noqa: F401 (re-exported)
 from helpers.pipelines.musev.noise import IMG_WEIGHT, W_IND_NOISE, initial_video_noise
 from helpers.pipelines.musev.prompts import (
     NEGATIVE_PROMPT_V2,
@@ -497,32 +498,6 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
               "musev_referencenet_pose": "unet_referencenet_pose"}
 IMAGE_PROJ_ROLES = {"musev_referencenet": "ip_adapter_image_proj", "musev_referencenet_pose": "ip_adapter_image_proj_pose"}
-BASE_MODEL_PARTS = ("unet", "text_encoder", "scheduler", "vae")  # the parts an SD1.5 base model can give the pipeline
-
-
-def base_model_parts(base_model: Path | str | None) -> tuple[str, ...]:
-    """The parts an own SD1.5 base model gives the pipeline (the rest comes from the ``musev`` pack's majicmix).
-
-    Always the UNet's spatial weights; from a diffusers pipeline folder also the text encoder with its tokenizer,
-    the scheduler config and the VAE (used only when ``sd-vae-ft-mse`` is absent), each when it is there. A single
-    file, or a UNet folder, gives the UNet only. ``None`` (majicmix itself) gives every part.
-
-    >>> base_model_parts("my_model.safetensors")
-    ('unet',)
-    """
-    if base_model is None:
-        return BASE_MODEL_PARTS
-    folder = Path(base_model).expanduser()
-    if not (folder / "unet").is_dir():
-        return ("unet",)
-    present = {
-        "text_encoder": (folder / "text_encoder" / "config.json").is_file() and (folder / "tokenizer").is_dir(),
-        "scheduler": (folder / "scheduler" / "scheduler_config.json").is_file(),
-        "vae": (folder / "vae" / "config.json").is_file(),
-    }
-    return ("unet", *(part for part, found in present.items() if found))
-
-
 def load_musev_pipeline(variant: str = "musev", *, controlnet=None, root=None, base_model: Path | str | None = None,
                         device=None, dtype: torch.dtype | None = None, offload: str = "none") -> MuseVPipeline:
     """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
