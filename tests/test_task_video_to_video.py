@@ -251,6 +251,7 @@ def test_preview_shows_source_condition_and_controlnet_input_before_any_model(no
     assert np.array_equal(inputs.reference, preprocess.crop_resize_condition_image(
         media.read_image(p.image), p.height, p.width))
     assert preview.sheet.ndim == 3 and preview.sheet.shape[1] > 3 * 192  # three columns
+    assert preview.sheet.shape[0] > 4 * 192 * p.height / p.width  # first, middle, last frame and the reference
     assert inputs.provenance and {r["pack"] for r in inputs.provenance} == {"dwpose"}  # the face check ran DWPose
     assert task.prepare(params).control is inputs.control  # Generate after the preview detects nothing again
     preview.show()

@@ -322,7 +322,7 @@ _INPUTS: dict[tuple, Inputs] = {}  # one prepared input set, so a preview follow
 
 
 def _reference_face(reference: np.ndarray, smoke: bool) -> list[dict]:
-    """DWPose on the reference picture; ``InputError`` when it shows no person or no face (nose and both eyes)."""
+    """DWPose on the reference picture; ``InputError`` when it shows no person or no face (the nose and an eye)."""
     from helpers.pose.keypoints import VISIBILITY_THRESHOLD
     from helpers.tasks.inputs import open_dwpose
 
@@ -392,7 +392,7 @@ def validate(params: Params) -> None:
 
 @dataclass
 class InputPreview:
-    """Source frame | condition | ControlNet input for a few frames, and frame 0, before any GPU time is spent."""
+    """Source frame | condition | ControlNet input for a few frames, and the reference, before any GPU time."""
 
     inputs: Inputs
     sheet: np.ndarray
@@ -408,24 +408,24 @@ class InputPreview:
     def show(self) -> None:
         from helpers import media
 
-        media.show_image(self.sheet, title="source frame | condition | ControlNet input (frame 0: the reference "
-                                           "picture)", max_side=900)
+        media.show_image(self.sheet, title="source frame | condition | ControlNet input; the reference picture "
+                                           "replaces source frame 0", max_side=900)
         print(self.summary())
 
 
 def condition_sheet(inputs: Inputs, *, rows: int = 3, tile: int = 192) -> np.ndarray:
-    """One picture: for the first, middle and last frame, the source frame | its condition | the ControlNet input;
-    a first row shows the reference picture as the model gets it in place of source frame 0."""
+    """One picture: for the first, middle and last frame, the source frame | its condition | the ControlNet input
+    (cropped and resized as the model gets them), then the reference picture that replaces source frame 0."""
     from helpers import media
 
     count = len(inputs.control)
-    picks = sorted({0, count // 2, count - 1})[:rows]
     clips = []
-    for i in picks:
-        first = inputs.reference if i == 0 else inputs.video[i]
-        clips += [(f"frame {i}: " + ("reference" if i == 0 else "source"), first[None]),
-                  (f"frame {i}: condition", media.center_crop_resize(inputs.condition[i], first.shape[1::-1])[None]),
+    for i in sorted({0, count // 2, count - 1})[:rows]:
+        size = inputs.video[i].shape[1::-1]
+        clips += [(f"frame {i}: source", inputs.video[i][None]),
+                  (f"frame {i}: condition", media.center_crop_resize(inputs.condition[i], size)[None]),
                   (f"frame {i}: ControlNet input", inputs.control[i][None])]
+    clips.append(("frame 0 of the video: the reference", inputs.reference[None]))
     return media.comparison_grid(clips, columns=3, tile=tile)[0]
 
 
