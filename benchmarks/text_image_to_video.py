@@ -6,7 +6,11 @@ windows of 12 frames overlapping by 4):
 - ``musev_12``: the ``musev`` UNet, 512×512, 12 frames after the condition frame;
 - ``referencenet_12``: ``musev_referencenet`` (ReferenceNet + IP-Adapter + CLIP ViT-H), 512×512, 12 frames;
 - ``referencenet_120``: the same for a 120-frame parallel-denoising run (15 windows per step); its peak VRAM should
-  stay close to the 12-frame run's, since only one window is on the UNet at a time.
+  stay close to the 12-frame run's, since only one window is on the UNet at a time;
+- video-to-video (an SD1.5 ControlNet on every window, motion speed 1 as the original's video2video):
+  ``pose_12`` / ``pose_96`` (``musev_referencenet_pose`` + OpenPose ControlNet, ``video_middle``: control frames
+  only; 12 frames and a 96-frame parallel run) and ``v2v_12`` (``musev`` + ControlNet, ``which2video="video"``: the
+  source frames VAE-encoded and noised).
 
 Profiles: ``large`` (everything resident) and ``t4`` (the T4 memory plan, this process capped at 15 GiB with
 ``torch.cuda.set_per_process_memory_fraction``: memory is representative of a 16 GB T4, speed is not). Reported per
@@ -36,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from helpers import runtime  # noqa: E402
+from helpers.pipelines.musev.controlnet import MuseVControlNetPipeline  # noqa: E402
 from helpers.pipelines.musev.pipeline import MuseVPipeline, load_musev_pipeline  # noqa: E402
 
 # Full-size configurations of the parts MuseV runs on (SD1.5 VAE and CLIP-L text encoder, CLIP ViT-H/14).
@@ -61,17 +66,25 @@ class Setting:
     steps: int = 10
     context_frames: int = 12
     context_overlap: int = 4
+    which2video: str = ""  # "" image-to-video; "video_middle" / "video": with a ControlNet
 
 
 SETTINGS = {s.name: s for s in (
     Setting("musev_12", "musev", 512, 12),
     Setting("referencenet_12", "musev_referencenet", 512, 12),
     Setting("referencenet_120", "musev_referencenet", 512, 120),
+    Setting("pose_12", "musev_referencenet_pose", 512, 12, which2video="video_middle"),
+    Setting("pose_96", "musev_referencenet_pose", 512, 96, which2video="video_middle"),
+    Setting("v2v_12", "musev", 512, 12, which2video="video"),
 )}
+_TINY = dict(steps=2, context_frames=4, context_overlap=2)
 TINY_SETTINGS = {s.name: s for s in (
-    Setting("musev_12", "musev", 64, 4, steps=2, context_frames=4, context_overlap=2),
-    Setting("referencenet_12", "musev_referencenet", 64, 4, steps=2, context_frames=4, context_overlap=2),
-    Setting("referencenet_120", "musev_referencenet", 64, 12, steps=2, context_frames=4, context_overlap=2),
+    Setting("musev_12", "musev", 64, 4, **_TINY),
+    Setting("referencenet_12", "musev_referencenet", 64, 4, **_TINY),
+    Setting("referencenet_120", "musev_referencenet", 64, 12, **_TINY),
+    Setting("pose_12", "musev_referencenet_pose", 64, 4, which2video="video_middle", **_TINY),
+    Setting("pose_96", "musev_referencenet_pose", 64, 12, which2video="video_middle", **_TINY),
+    Setting("v2v_12", "musev", 64, 4, which2video="video", **_TINY),
 )}
 
 
@@ -93,9 +106,10 @@ class Measurement:
     output_shape: list[int]
 
 
-def full_size_pipeline(variant: str, device: str, dtype: torch.dtype) -> MuseVPipeline:
-    """Every official architecture at full size with random weights (the speed and memory of the real models)."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+def full_size_pipeline(variant: str, device: str, dtype: torch.dtype, *, controlnet: bool = False) -> MuseVPipeline:
+    """Every official architecture at full size with random weights (the speed and memory of the real models);
+    ``controlnet``: with an SD1.5 ControlNet (the config of ``control_v11p_sd15_openpose``)."""
+    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler
     from transformers import (
         CLIPImageProcessor,
         CLIPTextConfig,
@@ -132,8 +146,12 @@ def full_size_pipeline(variant: str, device: str, dtype: torch.dtype) -> MuseVPi
             feature_extractor=CLIPImageProcessor(),
             image_proj=build(lambda: build_image_projection(1024, 768, 4)),
         )
+    pipe_class = MuseVPipeline
+    if controlnet:
+        extras["controlnet"] = build(lambda: ControlNetModel(cross_attention_dim=768))
+        pipe_class = MuseVControlNetPipeline
     tokenizer = common.load_clip_tokenizer(common.write_clip_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer"))
-    return MuseVPipeline(
+    return pipe_class(
         vae=build(lambda: AutoencoderKL(**SD15_VAE_CONFIG)),
         text_encoder=build(lambda: CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))),
         tokenizer=tokenizer,
@@ -151,6 +169,20 @@ def condition_image(size: int) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
+def moving_frames(size: int, count: int, *, pose: bool) -> np.ndarray:
+    """Synthetic video frames, uint8 ``(count, size, size, 3)``: a disc moving left to right, as a white stick
+    figure on black (``pose``, what a pose ControlNet reads) or over the condition image's gradients."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    frames = []
+    for i in range(count):
+        cx = 0.3 + 0.4 * i / max(count - 1, 1)
+        disc = ((x - cx) ** 2 + (y - 0.45) ** 2 < 0.02) | ((abs(x - cx) < 0.01) & (y > 0.45) & (y < 0.85))
+        base = np.zeros((size, size, 3), np.uint8) if pose else condition_image(size)
+        base[disc] = 255
+        frames.append(base)
+    return np.stack(frames)
+
+
 def measure(pipe: MuseVPipeline, setting: Setting, *, profile: str, plan: runtime.MemoryPlan,
             device: str) -> Measurement:
     stamps: dict[str, list[float]] = {"denoise": [], "decode": []}
@@ -164,13 +196,18 @@ def measure(pipe: MuseVPipeline, setting: Setting, *, profile: str, plan: runtim
             sync()
             stamps[stage].append(time.perf_counter())
 
+    control = {}
+    if setting.which2video:  # inputs made before the clock starts, as the task hands them over
+        control = dict(control_frames=moving_frames(setting.size, 1 + setting.frames, pose=True), motion_speed=1,
+                       video=moving_frames(setting.size, setting.frames + 1, pose=False)[1:]
+                       if setting.which2video == "video" else None)
     runtime.reset_peak_memory()
     sync()
     start = time.perf_counter()
     out = pipe(PROMPT, condition_image(setting.size), time_size=setting.frames, num_inference_steps=setting.steps,
                context_frames=setting.context_frames, context_overlap=setting.context_overlap,
                generator=torch.Generator().manual_seed(1234), decode_chunk_size=plan.vae_decode_chunk,
-               progress=progress)
+               progress=progress, **control)
     sync()
     total = time.perf_counter() - start
     calls = stamps["denoise"]
@@ -199,16 +236,16 @@ def run(setting_names: list[str], profiles: list[str], *, tiny_mode: bool) -> li
     if tiny_mode:
         from helpers.testing.musev import write_tiny_musev_packs
 
-        root = write_tiny_musev_packs(Path(tempfile.mkdtemp()))
+        root = write_tiny_musev_packs(Path(tempfile.mkdtemp()), pose=True, controlnets=("controlnet_openpose",))
         pipes = {}
         results = []
         for name in setting_names:
             setting = TINY_SETTINGS[name]
-            if setting.variant not in pipes:
-                pipes[setting.variant] = load_musev_pipeline(setting.variant, root=root, device="cpu",
-                                                             dtype=torch.float32)
-            results.append(measure(pipes[setting.variant], setting, profile="tiny", plan=runtime.plan_for(None),
-                                   device="cpu"))
+            key = (setting.variant, bool(setting.which2video))
+            if key not in pipes:
+                pipes[key] = load_musev_pipeline(setting.variant, root=root, device="cpu", dtype=torch.float32,
+                                                 controlnet="controlnet_openpose" if key[1] else None)
+            results.append(measure(pipes[key], setting, profile="tiny", plan=runtime.plan_for(None), device="cpu"))
         return results
     if not torch.cuda.is_available():
         raise SystemExit("The full-size benchmark needs a CUDA GPU; use --tiny on the CPU.")
@@ -217,11 +254,12 @@ def run(setting_names: list[str], profiles: list[str], *, tiny_mode: bool) -> li
     for profile in profiles:
         torch.cuda.set_per_process_memory_fraction(min(1.0, T4_CAP_GIB / total_gib) if profile == "t4" else 1.0)
         plan = runtime.memory_plan("t4" if profile == "t4" else "large")
-        for variant in dict.fromkeys(SETTINGS[name].variant for name in setting_names):
-            pipe = full_size_pipeline(variant, "cpu" if plan.offload != "none" else "cuda", torch.float16)
+        for key in dict.fromkeys((SETTINGS[name].variant, bool(SETTINGS[name].which2video)) for name in setting_names):
+            pipe = full_size_pipeline(key[0], "cpu" if plan.offload != "none" else "cuda", torch.float16,
+                                      controlnet=key[1])
             apply_plan(pipe, plan, "cuda")
             for name in setting_names:
-                if SETTINGS[name].variant == variant:
+                if (SETTINGS[name].variant, bool(SETTINGS[name].which2video)) == key:
                     results.append(measure(pipe, SETTINGS[name], profile=profile, plan=plan, device="cuda"))
             del pipe
             gc.collect()

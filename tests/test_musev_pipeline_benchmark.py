@@ -31,12 +31,15 @@ def test_tiny_mode_measures_both_variants_and_the_long_run(benchmark, tmp_path):
     # 12 tiny frames in windows of 4 by 2 -> 5 windows per step; 4 frames -> 1 window
     assert by_name["referencenet_120"]["unet_calls"] == 5 * 2
     assert by_name["referencenet_12"]["unet_calls"] == 1 * 2
+    # video-to-video: the same windows with a ControlNet call each
+    assert by_name["pose_96"]["unet_calls"] == 5 * 2 and by_name["v2v_12"]["unet_calls"] == 1 * 2
 
 
 def test_full_size_settings_are_the_published_ones(benchmark):
     for setting in benchmark.SETTINGS.values():
         assert (setting.size, setting.steps, setting.context_frames, setting.context_overlap) == (512, 10, 12, 4)
-    assert sorted(s.frames for s in benchmark.SETTINGS.values()) == [12, 12, 120]
+    assert sorted(s.frames for s in benchmark.SETTINGS.values()) == [12, 12, 12, 12, 96, 120]
+    assert {s.which2video for s in benchmark.SETTINGS.values()} == {"", "video_middle", "video"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without a GPU")
@@ -57,3 +60,11 @@ def test_full_size_pipeline_has_the_official_sizes(benchmark, variant):
         assert sum(p.numel() for p in pipe.referencenet.parameters()) == 348_712_960
         assert sum(p.numel() for p in pipe.image_proj.parameters()) == 3_150_336
         assert pipe.image_encoder.config.projection_dim == 1024
+
+
+def test_full_size_video_to_video_pipeline_has_the_official_sizes(benchmark):
+    """The pose UNet has the referencenet variant's architecture; the ControlNet is a full SD1.5 one."""
+    pipe = benchmark.full_size_pipeline("musev_referencenet_pose", "meta", torch.float16, controlnet=True)
+    assert sum(p.numel() for p in pipe.unet.parameters()) == 1_482_356_202
+    assert sum(p.numel() for p in pipe.controlnet.parameters()) == 361_279_120  # control_v11p_sd15_openpose
+    assert pipe.controlnet.dtype == torch.float16
