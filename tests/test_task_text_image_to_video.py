@@ -149,29 +149,33 @@ def test_bad_input_is_one_line_error_before_any_model(case, smoke, tmp_path, no_
 @pytest.mark.parametrize("kind", ["rgba", "palette", "grey16", "cmyk", "exif-rotated"])
 def test_odd_picture_formats_are_read_as_rgb(kind, tmp_path, no_models):
     rng = np.random.default_rng(1)
-    rgb = Image.fromarray((rng.random((60, 90, 3)) * 255).astype(np.uint8))
+    rgb = Image.fromarray((rng.random((140, 200, 3)) * 255).astype(np.uint8))
     path = tmp_path / ("picture.jpg" if kind in ("cmyk", "exif-rotated") else "picture.png")
     if kind == "rgba":
         rgb.convert("RGBA").save(path)
     elif kind == "palette":
         rgb.convert("P").save(path)
     elif kind == "grey16":
-        Image.fromarray((rng.random((60, 90)) * 65535).astype(np.uint16)).save(path)
+        Image.fromarray((rng.random((140, 200)) * 65535).astype(np.uint16)).save(path)
     elif kind == "cmyk":
         rgb.convert("CMYK").save(path)
     else:
         exif = Image.Exif()
-        exif[274] = 6  # stored sideways: the picture is 60 wide and 90 high once rotated
+        exif[274] = 6  # stored sideways: the picture is 140 wide and 200 high once rotated
         rgb.save(path, exif=exif)
     preview = task.preview_inputs(task.Params(condition_image=str(path)))
-    expected_hw = (1024, 704) if kind == "exif-rotated" else (704, 1024)
+    expected_hw = (192, 128) if kind == "exif-rotated" else (128, 192)  # its own size, floored to 64
     assert preview.condition.shape == (*expected_hw, 3) and preview.condition.dtype == np.uint8
     assert (preview.plan.height, preview.plan.width) == expected_hw
 
 
 # -- sizes, presets, preview ---------------------------------------------------------------------------------------
 def test_output_size_follows_the_original_rules():
-    assert task.output_size(0, 0, (288, 192)) == (704, 1024)  # shorter side 704, then floored to 64
+    assert task.output_size(0, 0, (288, 192)) == (192, 256)  # the picture's own size, floored to 64
+    assert task.output_size(0, 0, (1308, 736)) == (704, 1280)  # yongen.jpeg: x 1280/1308 (longer side <= 1280)
+    assert task.output_size(0, 0, (1000, 2000)) == (1280, 640)  # x 0.64
+    with pytest.raises(InputError, match="too small for a video of its own size"):
+        task.output_size(0, 0, (60, 90))
     assert task.output_size(512, 0, (300, 400)) == (512, 384)  # the missing side from the picture's shape
     assert task.output_size(0, 0, None) == (512, 512)
     assert task.output_size(700, 500, (10, 10)) == (640, 448)  # floored, as the original's `// 64 * 64`
@@ -231,11 +235,11 @@ def test_presets_download_once_and_say_what_to_do_offline(monkeypatch, no_models
 
 
 def test_preview_shows_frame_zero_and_the_window_schedule(tmp_path, capsys):
-    preview = task.preview_inputs(task.Params(condition_image=_picture(tmp_path), frames=24))
-    assert preview.condition.shape == (704, 896, 3)  # 72x96 → shorter side 704: 704 x 938.7 → 896
+    preview = task.preview_inputs(task.Params(condition_image=_picture(tmp_path, size=(200, 150)), frames=24))
+    assert preview.condition.shape == (128, 192, 3)  # 150x200: its own size, floored to 64
     assert preview.plan.windows == (((0, 11), (8, 19), (16, 23)),)
     summary = preview.summary()
-    assert "25 frames at 896x704 (frame 0 = the picture); 3 window(s) of 12 overlapping by 4" in summary
+    assert "25 frames at 192x128 (frame 0 = the picture); 3 window(s) of 12 overlapping by 4" in summary
     assert "10 steps = 30 UNet calls" in summary
     preview.show()
     assert "30 UNet calls" in capsys.readouterr().out
@@ -244,6 +248,59 @@ def test_preview_shows_frame_zero_and_the_window_schedule(tmp_path, capsys):
     assert preview.chart.shape[0] == 3 * (cell + 2) + 2
     assert all((preview.chart[y, 1] == orange).all() for y in rows)  # frame 0 in every window
     assert (preview.chart[rows[1], 1 + 9 * cell] != 255).all() and (preview.chart[rows[1], 1 + 8 * cell] == 255).all()
+
+
+def test_frame_zero_is_the_originals_lanczos_crop(tmp_path, no_models):
+    """The picture goes through the original's crop box and PIL LANCZOS, not a plain centre crop."""
+    from helpers.pipelines.musev.preprocess import crop_resize_condition_image
+
+    path = _picture(tmp_path, size=(300, 170))
+    preview = task.preview_inputs(task.Params(condition_image=path, width=256, height=128))
+    picture = media.read_image(path)
+    expected = crop_resize_condition_image(picture, 128, 256)
+    np.testing.assert_array_equal(preview.condition, expected)
+    plain = media.center_crop_resize(picture, (256, 128))  # what a plain centre crop + resize gives instead
+    assert np.abs(plain.astype(int) - expected).max() > 2
+
+
+def test_pipeline_fits_other_sizes_as_the_original_and_keeps_the_video_size():
+    from helpers.pipelines.musev.preprocess import crop_resize_condition_image
+
+    rng = np.random.default_rng(2)
+    picture = (rng.random((90, 160, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(musev_pipeline._fit(picture, 64, 64), crop_resize_condition_image(picture, 64, 64))
+    fitted = crop_resize_condition_image(picture, 64, 128)
+    assert musev_pipeline._fit(fitted, 64, 128) is fitted  # already at the video size: as the task hands it over
+
+
+def test_big_pictures_are_kept_within_the_longer_side_rule(tmp_path, no_models):
+    p = task.plan(task.Params(condition_image=_picture(tmp_path, size=(1400, 700))))
+    assert (p.width, p.height) == (1280, 640)
+    assert any("longer side is at most 1280" in note for note in p.notes)
+    one_side = task.plan(task.Params(condition_image=_picture(tmp_path, size=(1400, 700)), width=512))
+    assert (one_side.width, one_side.height) == (512, 256)
+    assert any("height 256 follows the picture's shape" in note for note in one_side.notes)
+
+
+def test_referencenet_with_condition_latents_and_no_picture_is_a_one_line_error():
+    class Untouchable(torch.nn.Module):
+        dtype, device, is_referencenet_variant = torch.float32, torch.device("cpu"), True
+        config = type("Config", (), {"block_out_channels": (32,) * 4, "scaling_factor": 0.18215})()
+
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the input error must be raised before any model runs")
+
+    from transformers import CLIPImageProcessor
+
+    pipe = musev_pipeline.MuseVPipeline(vae=Untouchable(), text_encoder=Untouchable(), tokenizer=None,
+                                        unet=Untouchable(), scheduler=None, referencenet=Untouchable(),
+                                        image_encoder=Untouchable(), feature_extractor=CLIPImageProcessor(),
+                                        image_proj=Untouchable())
+    embeds = torch.zeros(1, 7, 32)
+    with pytest.raises(InputError, match="needs the picture behind condition_latents") as info:
+        pipe(None, None, prompt_embeds=embeds, negative_prompt_embeds=embeds, time_size=4,
+             condition_latents=torch.zeros(1, 4, 1, 8, 8))
+    assert "\n" not in str(info.value)
 
 
 def test_serial_windows_and_floored_sizes_are_planned(tmp_path):

@@ -57,7 +57,8 @@ DEFAULT_IMAGE = str(ASSETS / "reference.png")  # a synthetic person made by this
 DEFAULT_PROMPT = "(masterpiece, best quality, highres:1),(1boy, solo:1),(eye blinks:1.8),(head wave:1.3)"
 DEFAULT_BASE = "majicmix"  # majicmixRealv6Fp16 from the MuseV pack, the original's text-to-video base model
 SIZE_UNIT = 64  # the original floors video sizes to multiples of 64
-EXAMPLE_SHORT_SIDE = 704  # the shorter side of the original's examples (their size x img_length_ratio)
+IMG_EDGE_RATIO = 1.0  # the original's img_edge_ratio: a picture's own size x this when no size is given ...
+MAX_IMAGE_EDGE = 1280  # ... lowered so that the longer side stays within this many pixels (its demo's rule)
 NO_IMAGE_SIDE = 512  # size without a picture (the README's memory figures are for 512x512)
 MAX_FRAMES = 240
 SD15_TEXT_WIDTH = 768  # cross-attention width of every SD1.5 model (SD2: 1024, SDXL: 2048)
@@ -86,8 +87,8 @@ class Params(TaskParams):
         "musev_referencenet: also ReferenceNet + IP-Adapter on the picture (README's first run, ~12 GB at 512x512); "
         "musev: temporal layers only (~8 GB)", choices=["musev_referencenet", "musev"]))
     width: int = field(default=0, metadata=param(
-        "Video width in px, floored to a multiple of 64 as the original; 0 = from the picture (its shape, shorter "
-        f"side {EXAMPLE_SHORT_SIDE} like the original's examples)", min=0, max=2048, step=64))
+        "Video width in px, floored to a multiple of 64 as the original; 0 = from the picture (its own size as the "
+        f"original, scaled down so the longer side is at most {MAX_IMAGE_EDGE})", min=0, max=2048, step=64))
     height: int = field(default=0, metadata=param(
         "Video height in px, floored to a multiple of 64; 0 = from the picture (or from the width and the picture's "
         "shape)", min=0, max=2048, step=64))
@@ -208,16 +209,23 @@ class Plan:
 
 def output_size(width: int, height: int, image_hw: tuple[int, int] | None) -> tuple[int, int]:
     """(width, height) of the video: as given, the missing side from the picture's shape, or both from the picture
-    (shorter side 704); 512x512 without a picture. Floored to multiples of 64; ``InputError`` below 64."""
+    (its own size x ``IMG_EDGE_RATIO``, lowered so that the longer side is at most ``MAX_IMAGE_EDGE``: the original's
+    ``img_edge_ratio`` rule); 512x512 without a picture. Floored to multiples of 64; ``InputError`` below 64."""
     ih, iw = image_hw or (1, 1)
     if not width and not height:
-        scale = (EXAMPLE_SHORT_SIDE / min(ih, iw)) if image_hw else NO_IMAGE_SIDE
-        w, h = iw * scale, ih * scale
+        if image_hw:
+            scale = min(MAX_IMAGE_EDGE / max(ih, iw), IMG_EDGE_RATIO)
+            w, h = iw * scale, ih * scale
+        else:
+            w = h = NO_IMAGE_SIDE
     else:
         w = width or height * iw / ih
         h = height or width * ih / iw
     out_w, out_h = floor_to_unit(w), floor_to_unit(h)
     if min(out_w, out_h) < SIZE_UNIT:
+        if not width and not height and image_hw:
+            raise InputError(f"the picture is {iw}x{ih} px, too small for a video of its own size (at least 64x64): "
+                             "give width and height, or a larger picture")
         raise InputError(f"the video would be {out_w}x{out_h} px: width and height must be at least 64 "
                          "(give both, or 0 to follow the picture)")
     return out_w, out_h
@@ -249,6 +257,13 @@ def plan(params: Params) -> Plan:
     notes = [f"{name} {value} floored to {got} (multiples of 64, as the original)"
              for name, value, got in (("width", params.width, width), ("height", params.height, height))
              if value and value != got]
+    if image_hw and bool(params.width) != bool(params.height):
+        missing = "height" if params.width else "width"
+        notes.append(f"{missing} {height if params.width else width} follows the picture's shape (the original "
+                     f"would take the picture's own {missing})")
+    if image_hw and not params.width and not params.height and max(image_hw) * IMG_EDGE_RATIO > MAX_IMAGE_EDGE:
+        notes.append(f"the picture ({image_hw[1]}x{image_hw[0]}) scaled so its longer side is at most "
+                     f"{MAX_IMAGE_EDGE} px (the original's img_edge_ratio rule)")
     base, base_note = _base_model(params.base_model, smoke)
     notes += [base_note] if base_note else []
 
@@ -422,8 +437,10 @@ class InputPreview:
 
 def _condition(p: Plan) -> np.ndarray | None:
     from helpers import media
+    from helpers.pipelines.musev.preprocess import crop_resize_condition_image
 
-    return None if p.image is None else media.center_crop_resize(media.read_image(p.image), (p.width, p.height))
+    # as the original's predictor: always cropped (its box drops the last row and column) and resampled, LANCZOS
+    return None if p.image is None else crop_resize_condition_image(media.read_image(p.image), p.height, p.width)
 
 
 def preview_inputs(params: Params) -> InputPreview:
