@@ -231,12 +231,16 @@ def test_presets_download_once_and_say_what_to_do_offline(monkeypatch, tmp_path,
         task.plan(params_from_dict(task.Params, {**values, "reference_image": task.DATA + "/images/duffy.png"}))
 
 
-def test_sizes_follow_the_picture_and_floor_to_64():
-    assert task.video_size(0, 0, (1000, 700)) == (640, 960)
-    assert task.video_size(512, 0, (1000, 500)) == (512, 1024)
-    assert task.video_size(0, 700, (100, 100)) == (640, 640)
-    with pytest.raises(InputError, match="at least 64"):
-        task.video_size(0, 0, (50, 400))
+def test_sizes_follow_the_picture_and_floor_to_64(tmp_path, no_models):
+    """0 = the picture's own size (the image-to-video task's rule), floored to multiples of 64."""
+    def size(width, height, picture):
+        p = task.plan(task.Params(model="musev", width=width, height=height,
+                                  reference_image=_picture(tmp_path / "ref.png", picture)))
+        return p.width, p.height
+
+    assert size(0, 0, (700, 1000)) == (640, 960)
+    assert size(512, 0, (500, 1000)) == (512, 1024)
+    assert size(0, 0, (1000, 2000)) == (640, 1280)  # the longer side stays within 1280
 
 
 # -- preview --------------------------------------------------------------------------------------------------------

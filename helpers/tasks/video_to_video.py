@@ -49,7 +49,7 @@ from helpers.tasks.text_image_to_video import (
     _base_model,
     _pack_base_parts,
     _quiet_libraries,
-    floor_to_unit,
+    output_size,
 )
 
 NAME = "video_to_video"
@@ -100,8 +100,8 @@ class Params(TaskParams):
         "musev_referencenet_pose: pose to video (dwpose_body_hand only); musev_referencenet: any condition, with "
         "ReferenceNet + IP-Adapter; musev: temporal layers only (least memory)", choices=MODELS))
     width: int = field(default=0, metadata=param(
-        "Video width in px, floored to a multiple of 64; 0 = from the reference picture (its size, as the original)",
-        min=0, max=2048, step=64))
+        "Video width in px, floored to a multiple of 64; 0 = from the reference picture (its own size, longer side "
+        "at most 1280, as the original)", min=0, max=2048, step=64))
     height: int = field(default=0, metadata=param(
         "Video height in px, floored to a multiple of 64; 0 = from the reference picture (or from the width)",
         min=0, max=2048, step=64))
@@ -197,19 +197,6 @@ class Plan:
         return self.steps * len(self.windows)
 
 
-def video_size(width: int, height: int, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """(width, height): as given, the missing side from the picture's shape, or the picture's own size; floored to
-    multiples of 64 as the original; ``InputError`` below 64."""
-    ih, iw = image_hw
-    w = width or (height * iw / ih if height else iw)
-    h = height or (width * ih / iw if width else ih)
-    out_w, out_h = floor_to_unit(w), floor_to_unit(h)
-    if min(out_w, out_h) < 64:
-        raise InputError(f"the video would be {out_w}x{out_h} px: width and height must be at least 64 "
-                         "(give both, or 0 to follow the reference picture)")
-    return out_w, out_h
-
-
 def _stand_in_video(video_is_middle: bool):
     def stand_in(_url: str) -> Path:
         if not video_is_middle:
@@ -279,7 +266,7 @@ def plan(params: Params) -> Plan:
                         missing="no reference image: give a picture of whose appearance the video should have")
     if image.suffix.lower() in media.VIDEO_SUFFIXES - {".gif"}:
         raise InputError(f"{image.name} is a video: the reference image must be a picture (PNG or JPEG)")
-    width, height = video_size(params.width, params.height, media.read_image(image).shape[:2])
+    width, height = output_size(params.width, params.height, media.read_image(image).shape[:2])
     notes = [f"{name} {value} floored to {got} (multiples of 64, as the original)"
              for name, value, got in (("width", params.width, width), ("height", params.height, height))
              if value and value != got]
