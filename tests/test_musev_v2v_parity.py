@@ -6,7 +6,7 @@
   frames only) and g2 ``pipeline_musev_video`` (``musev`` + ControlNet, the RGB video encoded and noised): the first
   step with a UNet stand-in replaying the original's outputs (what the pipeline itself computes: initial latents,
   window inputs, control frame indices, ControlNet residuals, guidance, the Euler step), then full runs with the real
-  models, free-running (every step's latents and guided prediction, the final latents and the decoded video).
+  models, free-running (every step, the final latents and the decoded video) and teacher-forced.
 
 Every size, call argument, case and tolerance comes from the set's ``config.json``.
 """
@@ -299,11 +299,18 @@ def test_first_step_of_the_controlnet_loop_matches_the_original(golden_dir, sect
             loop.check(name, seen)
 
 
-def run_real(loop: Loop):
-    """The loop with the real models, free-running, every intermediate traced."""
+def run_real(loop: Loop, teacher_forced: bool = False):
+    """The loop with the real models, every intermediate traced; teacher-forced: each step restarts from the
+    original's latents (no decoding)."""
     pipe = loop.pipeline(*loop.real_models())
     seen: dict = {}
-    out = pipe(**loop.kwargs(), decode_chunk_size=2, trace=lambda name, value: seen.__setitem__(name, value))
+
+    def restart_from_original(pipe, step, timestep, tensors):
+        return {"latents": loop.t[f"intermediate.step{step}.latents_out"].clone()}
+
+    kwargs = {**loop.kwargs(), "output_type": "latent" if teacher_forced else "pt"}
+    out = pipe(**kwargs, decode_chunk_size=2, trace=lambda name, value: seen.__setitem__(name, value),
+               callback_on_step_end=restart_from_original if teacher_forced else None)
     return out, seen
 
 
@@ -333,3 +340,16 @@ def test_full_controlnet_run_matches_the_original(golden_dir, section):
             loop.check(f"step{step}.{what}", seen)
     assert_golden("output.latents", out.latents, loop.t["output.latents"], loop.table)
     assert_golden("output.video", out.frames, loop.t["output.video"], loop.table)
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+@pytest.mark.parametrize("section", LOOPS)
+@pytest.mark.parametrize("golden_dir", GOLDEN_SETS)
+def test_every_controlnet_step_matches_from_the_original_latents(golden_dir, section):
+    """Each step from the original's latents: its guided prediction and result without earlier steps' drift."""
+    loop = Loop(V2VGolden(golden_dir), section)
+    _, seen = run_real(loop, teacher_forced=True)
+    for step in range(loop.spec["n_steps"]):
+        for what in ("latents_in", "guided_noise_pred", "latents_out"):
+            loop.check(f"step{step}.{what}", seen)

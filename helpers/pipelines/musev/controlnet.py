@@ -31,8 +31,6 @@ from helpers.errors import InputError
 from helpers.pipelines.musev.noise import W_IND_NOISE, video_fusion_noise
 from helpers.pipelines.musev.pipeline import MuseVPipeline, MuseVPipelineOutput, video_size
 
-WHICH2VIDEO = ("video_middle", "video")
-
 
 def controlnet_keep(num_steps: int, start: float, end: float) -> list[float]:
     """Per step 1.0 while the ControlNet is active (``start <= i/n`` and ``(i+1)/n <= end``), else 0.0.
@@ -149,8 +147,6 @@ class ShotHooks:
 class MuseVControlNetPipeline(MuseVPipeline):
     """``MuseVPipeline`` plus a ``controlnet`` (stock diffusers ``ControlNetModel``, SD1.5): video-to-video with
     any ControlNet condition, pose-to-video with ``musev_referencenet_pose`` + OpenPose ControlNet."""
-
-    _optional_components = [*MuseVPipeline._optional_components]
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, controlnet, referencenet=None,
                  image_encoder=None, feature_extractor=None, image_proj=None):
