@@ -10,6 +10,7 @@ TASKS = {
     "text_image_to_video": "helpers.tasks.text_image_to_video",
     "id_preserving_video": "helpers.tasks.id_preserving_video",
     "zero_shot_pose_video": "helpers.tasks.zero_shot_pose_video",
+    "video_to_video": "helpers.tasks.video_to_video",
 }
 
 
