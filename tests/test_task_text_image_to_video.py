@@ -18,7 +18,7 @@ from PIL import Image
 from helpers import media
 from helpers.errors import InputError, MissingWeightsError
 from helpers.pipelines.musev import pipeline as musev_pipeline
-from helpers.tasks import base
+from helpers.tasks import base, inputs
 from helpers.tasks import text_image_to_video as task
 from helpers.tasks.base import params_from_dict
 from helpers.testing import musev as tiny
@@ -227,7 +227,8 @@ def test_presets_download_once_and_say_what_to_do_offline(monkeypatch, no_models
     params = params_from_dict(task.Params, task.PRESETS[README_RUN])
     with pytest.raises(InputError, match="could not download images_yongen.jpeg .*check the internet connection"):
         task.validate(params)
-    cache = Path(os.environ["HV_ROOT"]) / "inputs" / "examples" / "images_yongen.jpeg"
+    cache = inputs.cached_input(params.condition_image)
+    assert cache.parent == Path(os.environ["HV_ROOT"]) / "inputs" / "examples"
     media.write_image(cache, np.full((1308, 736, 3), 128, np.uint8))  # as if downloaded before
     p = task.plan(params)
     assert p.image == cache and (p.width, p.height) == (704, 1216) and p.sources["condition image"].endswith(

@@ -58,8 +58,8 @@ def _looks_like_a_web_page(head: bytes) -> bool:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_STARTS)
 
 
-def _download(url: str, target: Path, timeout: float) -> None:
-    shown = public_url(url)
+def _download(url: str, target: Path, timeout: float, label: str | None = None) -> None:
+    shown, label = public_url(url), label or target.name
     partial = target.with_name(target.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
@@ -74,7 +74,7 @@ def _download(url: str, target: Path, timeout: float) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc.__class__.__name__
-        raise InputError(f"could not download {target.name} ({reason}): check the internet connection, or download "
+        raise InputError(f"could not download {label} ({reason}): check the internet connection, or download "
                          f"{shown} yourself and give its path") from None
     if page:
         partial.unlink(missing_ok=True)
@@ -98,15 +98,8 @@ def _cached(target: Path) -> bool:
     return True
 
 
-def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
-    """Download ``url`` once into ``<Drive root>/inputs/examples/`` (or ``folder``) and return the local path.
-
-    One file lands as ``<parent>_<stem>-<hash of the whole URL><suffix>`` (``.../video/02.mp4`` →
-    ``video_02-1a2b3c4d5e.mp4``): two addresses that end alike never share a file. A numbered sequence
-    (``{0000..0025}`` in the URL) lands in a folder of its own, which is returned. Files already there are reused
-    without any network access. Raises ``InputError`` when a download fails or the address answers with a web page
-    instead of the file (nothing is kept then).
-    """
+def _cache_targets(url: str, folder: Path | str | None) -> tuple[Path, list[Path], str | None]:
+    """(folder, one local file per URL of the range, readable name for messages) of a download."""
     from helpers import runtime
 
     parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
@@ -117,15 +110,33 @@ def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 
     urls = expand_url_range(url)
     digest = hashlib.sha256(url.encode()).hexdigest()[:10]
     if len(urls) == 1 and not _RANGE.search(url):
-        name = Path("_".join(parts[-2:]))
-        targets = [folder / _safe_name(f"{name.stem}-{digest}{name.suffix}")]
-    else:
-        folder = folder / _safe_name("_".join(parts[-3:-1]) + f"-{digest[:8]}")
-        targets = [folder / Path(urllib.parse.urlsplit(one).path).name for one in urls]
+        label = _safe_name("_".join(parts[-2:]))
+        name = Path(label)
+        return folder, [folder / f"{name.stem}-{digest}{name.suffix}"], label
+    folder = folder / _safe_name("_".join(parts[-3:-1]) + f"-{digest[:8]}")
+    return folder, [folder / Path(urllib.parse.urlsplit(one).path).name for one in urls], None
+
+
+def cached_input(url: str, folder: Path | str | None = None) -> Path:
+    """Where :func:`fetch_input` keeps ``url`` (a file, or the folder of a numbered sequence)."""
+    folder, targets, _ = _cache_targets(url, folder)
+    return folder if _RANGE.search(url) else targets[0]
+
+
+def fetch_input(url: str, folder: Path | str | None = None, *, timeout: float = 60.0) -> Path:
+    """Download ``url`` once into ``<Drive root>/inputs/examples/`` (or ``folder``) and return the local path.
+
+    One file lands as ``<parent>_<stem>-<hash of the whole URL><suffix>`` (``.../video/02.mp4`` →
+    ``video_02-1a2b3c4d5e.mp4``): two addresses that end alike never share a file. A numbered sequence
+    (``{0000..0025}`` in the URL) lands in a folder of its own, which is returned. Files already there are reused
+    without any network access. Raises ``InputError`` when a download fails or the address answers with a web page
+    instead of the file (nothing is kept then).
+    """
+    folder, targets, label = _cache_targets(url, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for one, target in zip(urls, targets):
+    for one, target in zip(expand_url_range(url), targets):
         if not _cached(target):
-            _download(one, target, timeout)
+            _download(one, target, timeout, label)
     return folder if _RANGE.search(url) else targets[0]
 
 
