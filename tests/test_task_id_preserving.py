@@ -325,7 +325,7 @@ def test_t4_knobs_and_an_own_base_model_file(tmp_path, monkeypatch):
     reference = task.run(task.Params(smoke=True, seed=6))
     rehearsal = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="t4-rehearsal", gpu_name="CPU",
                                    gpu_total_gb=0.0, offload="model", vae_decode_chunk=1, ff_chunk=1)
-    monkeypatch.setattr(task, "run_memory_plan", lambda smoke: rehearsal)
+    monkeypatch.setattr(task, "run_memory_plan", lambda smoke, precision="auto": rehearsal)
     own = tmp_path / "my_model.safetensors"
     own.write_bytes(b"\x00" * 128)
     result = task.run(task.Params(smoke=True, seed=6, base_model="file", base_model_file=str(own)))

@@ -395,7 +395,7 @@ def test_decoding_one_frame_at_a_time_gives_the_same_video(monkeypatch):
     reference = task.run(task.Params(smoke=True, seed=6, model="musev"))
     one_frame = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="cpu", gpu_name="CPU", gpu_total_gb=0.0,
                                    vae_decode_chunk=1)
-    monkeypatch.setattr(task, "run_memory_plan", lambda smoke: one_frame)
+    monkeypatch.setattr(task, "run_memory_plan", lambda smoke, precision="auto": one_frame)
     ticks = []
     result = task.run(task.Params(smoke=True, seed=6, model="musev"), progress=lambda *tick: ticks.append(tick))
     assert [t for t in ticks if t[0] == "decode"] == [("decode", i, 7) for i in range(1, 8)]
@@ -440,7 +440,7 @@ def test_t4_plan_with_an_own_base_model_gives_the_same_video(shared_smoke, monke
     reference = task.run(task.Params(smoke=True, seed=8, model="musev"))
     rehearsal = runtime.MemoryPlan(device="cpu", dtype_name="float32", tier="t4-rehearsal", gpu_name="CPU",
                                    gpu_total_gb=0.0, offload="model", vae_decode_chunk=2)
-    monkeypatch.setattr(task, "run_memory_plan", lambda smoke: rehearsal)
+    monkeypatch.setattr(task, "run_memory_plan", lambda smoke, precision="auto": rehearsal)
     result = task.run(task.Params(smoke=True, seed=8, model="musev", base_model=str(_pack_base(shared_smoke))))
     np.testing.assert_array_equal(result.frames, reference.frames)
     pipe, _ = next(iter(base._MODEL_CACHE.values()))
