@@ -362,14 +362,23 @@ def write_video(path, frames, fps: float, *, crf: int = 18) -> Path:
 
 
 def _check_encoded(path: Path, frames: int) -> None:
-    """ffmpeg can end without an error status yet leave a file cut short (no index, frames missing)."""
-    import cv2
+    """ffmpeg can end without an error status yet leave a file cut short (no index, frames missing).
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
-    finally:
-        cap.release()
+    The frames are counted by ffprobe from the packets (no decoding); where ffprobe is missing, OpenCV reads the
+    container's count."""
+    probe = _ffprobe(path, "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets",
+                     "-of", "csv=p=0")
+    if probe is not None:
+        text = probe.stdout.strip().splitlines()
+        count = int(text[0]) if probe.returncode == 0 and text and text[0].strip().isdigit() else 0
+    else:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        finally:
+            cap.release()
     if count != frames:
         raise OSError(errno.EIO, f"the file ffmpeg wrote holds {count} of {frames} frames")
 

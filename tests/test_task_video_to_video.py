@@ -213,7 +213,7 @@ def test_presets_download_once_and_say_what_to_do_offline(monkeypatch, tmp_path,
     video, picture = _video(tmp_path / "v.mp4", 12, size=(64, 128)), _picture(tmp_path / "p.png", (64, 128))
     fetched = []
 
-    def fake_download(url, target, timeout):
+    def fake_download(url, target, timeout, label=None):
         fetched.append(url)
         shutil.copy(video if url.endswith(".mp4") else picture, target)
 
@@ -221,11 +221,12 @@ def test_presets_download_once_and_say_what_to_do_offline(monkeypatch, tmp_path,
     values = {**task.PRESETS[README_RUN], "model": "musev"}
     p = task.plan(params_from_dict(task.Params, values))
     assert sorted(fetched) == sorted([values["source_video"], values["reference_image"]])
-    assert p.video == Path(os.environ["HV_ROOT"]) / "inputs" / "examples" / "source_video_video1_girl_poseseq.mp4"
+    assert p.video == inputs.cached_input(values["source_video"])
+    assert p.video.parent == Path(os.environ["HV_ROOT"]) / "inputs" / "examples"
     assert (p.width, p.height, p.frames) == (512, 960, 12) and p.windows == ((0, 10),)
     task.plan(params_from_dict(task.Params, values))
     assert len(fetched) == 2  # the second plan reads the local copies
-    monkeypatch.setattr(inputs, "_download", lambda url, target, timeout: (_ for _ in ()).throw(
+    monkeypatch.setattr(inputs, "_download", lambda url, target, timeout, label=None: (_ for _ in ()).throw(
         InputError(f"could not download {target.name} (offline)")))
     with pytest.raises(InputError, match="could not download"):
         task.plan(params_from_dict(task.Params, {**values, "reference_image": task.DATA + "/images/duffy.png"}))

@@ -87,6 +87,9 @@ class Params(TaskParams):
         "What the video shows, in A1111 weighting syntax: (word:1.3) stresses, [word] softens", widget="textarea"))
     negative_prompt: str = field(default=NEGATIVE_PROMPT_V2, metadata=param(
         "What to avoid (the original's 'V2')", widget="textarea"))
+    model: str = field(default=POSE_MODEL, metadata=param(
+        "musev_referencenet_pose: pose to video (dwpose_body_hand only); musev_referencenet: any condition, with "
+        "ReferenceNet + IP-Adapter; musev: temporal layers only (least memory)", choices=MODELS))
     condition: str = field(default="dwpose_body_hand", metadata=param(
         "What is drawn from every source frame for the ControlNet: dwpose_body_hand (DWPose body + hands, no face), "
         "canny, depth (MiDaS), lineart, softedge (HED, ControlNet 1.1) or hed (HED, ControlNet 1.0 as the "
@@ -96,9 +99,6 @@ class Params(TaskParams):
     which2video: str = field(default="video_middle", metadata=param(
         "video_middle: the condition only, the video starts from noise (README); video: also the RGB source frames, "
         "VAE-encoded and noised, as a weak start (needs an RGB source video)", choices=["video_middle", "video"]))
-    model: str = field(default=POSE_MODEL, metadata=param(
-        "musev_referencenet_pose: pose to video (dwpose_body_hand only); musev_referencenet: any condition, with "
-        "ReferenceNet + IP-Adapter; musev: temporal layers only (least memory)", choices=MODELS))
     width: int = field(default=0, metadata=param(
         "Video width in px, floored to a multiple of 64; 0 = from the reference picture (its own size, longer side "
         "at most 1280, as the original)", min=0, max=2048, step=64))
