@@ -6,7 +6,7 @@
 #   bash scripts/floor_env.sh full  [TARGET]   # default .venv-floor: also every other requirement (latest) and the
 #                                              # test tools, for the fast suite (PYTHONPATH=. pytest)
 #   bash scripts/floor_env.sh colab [TARGET]   # default .venv-floor-colab: only what a Colab runtime already has
-#                                              # (the bounded packages at their floors, torch, pillow, tqdm, gdown,
+#                                              # (the bounded packages Colab ships at their floors, torch, pillow, tqdm, gdown,
 #                                              # ipykernel 6), no helpers: the notebooks' install cell adds the rest
 #
 # Always built from scratch (a few seconds: packages come from uv's cache); prints TARGET/bin/python last.
@@ -26,6 +26,9 @@ UV="$MAIN/bin/uv"
 PYTHON="$MAIN/bin/python"
 
 floors=$(sed -nE 's/^([A-Za-z0-9_.-]+)>=([^,;[:space:]]+)[[:space:]]*$/\1==\2/p' requirements.txt)
+# bounded requirements a Colab runtime does not ship: the colab environment leaves them to the install cell
+colab_lacks='^(controlnet-aux)=='
+colab_floors=$(printf '%s\n' "$floors" | grep -vE "$colab_lacks" || true)
 colab_pins=$(grep -E '^(torch|torchvision)==' requirements-dev.txt)
 # the unbounded requirements, for the full environment (the install cell fetches these on Colab)
 others=$(grep -vE '^\s*(#|$)|>=|^(torch|torchvision)\s*$' requirements.txt || true)
@@ -40,7 +43,7 @@ if [ "$MODE" = full ]; then
   "$UV" pip install --quiet --python "$TARGET/bin/python" $floors $colab_pins $others "${tools[@]}" >&2
 else
   # shellcheck disable=SC2086
-  "$UV" pip install --quiet --python "$TARGET/bin/python" $floors $colab_pins pillow tqdm gdown packaging \
+  "$UV" pip install --quiet --python "$TARGET/bin/python" $colab_floors $colab_pins pillow tqdm gdown packaging \
     "ipykernel<7" >&2
 fi
 echo "$TARGET/bin/python"

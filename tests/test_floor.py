@@ -1,8 +1,8 @@
 """The version floors of requirements.txt and the notebooks' install cell, each in a fresh environment built by
 ``scripts/floor_env.sh`` at the start of the session (uv, from its cache: seconds):
 
-1. ``.venv-floor-colab``: what a Colab runtime has (the bounded packages at exactly their floors, torch, pillow,
-   tqdm, gdown, ipykernel 6) and no ``helpers``. Every notebook, one by one, runs its real install cell with the
+1. ``.venv-floor-colab``: what a Colab runtime has (the bounded packages Colab ships at exactly their floors,
+   torch, pillow, tqdm, gdown, ipykernel 6; not controlnet-aux) and no ``helpers``. Every notebook, one by one, runs its real install cell with the
    URL pointing at a git snapshot of this checkout (``git+file://``), the install cell once more (it must find
    nothing to do), then the rest in SMOKE mode. Before each notebook ``helpers`` is uninstalled again, so each one
    does the git install itself. Colab's packages must come out of it unchanged.
@@ -54,7 +54,8 @@ def versions(python: Path, names) -> dict[str, str | None]:
     code = ("import json, sys\nfrom importlib import metadata\nout = {}\nfor n in sys.argv[1:]:\n"
             "    try: out[n] = metadata.version(n)\n    except metadata.PackageNotFoundError: out[n] = None\n"
             "print(json.dumps(out))")
-    done = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, check=True)
+    # cwd "/": ``python -c`` puts the working folder on sys.path, and a checkout's own egg-info there would answer
+    done = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, check=True, cwd="/")
     return json.loads(done.stdout)
 
 
@@ -122,9 +123,9 @@ def test_install_cell_in_a_fresh_colab_like_environment(notebook, colab_env, sna
     import papermill
 
     subprocess.run([str(colab_env), "-m", "pip", "uninstall", "-q", "-y", "human-video-helpers"], check=True,
-                   capture_output=True)
+                   capture_output=True, cwd="/")  # not this checkout: pip would take its egg-info for the install
     kept = sorted({*floors(), "torch", "torchvision"})
-    before = versions(colab_env, kept)
+    before = {name: version for name, version in versions(colab_env, kept).items() if version}  # what Colab has
 
     nb = nbformat.read(notebook, as_version=4)
     [index] = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "PROJECT_REPO = " in c.source]
@@ -162,9 +163,9 @@ def test_install_cell_in_a_fresh_colab_like_environment(notebook, colab_env, sna
     assert installed["human-video-helpers"], "the install cell did not install helpers"
     origin = subprocess.run([str(colab_env), "-c", "from importlib import metadata; "
                              "print(metadata.distribution('human-video-helpers').read_text('direct_url.json'))"],
-                            capture_output=True, text=True, check=True).stdout
+                            capture_output=True, text=True, check=True, cwd="/").stdout
     assert json.loads(origin)["url"] == snapshot
-    assert versions(colab_env, kept) == before, "the install cell changed packages the runtime already had"
+    assert versions(colab_env, before) == before, "the install cell changed packages the runtime already had"
 
     text = executed.read_text()
     assert FAKE_TOKEN not in text
