@@ -110,18 +110,21 @@ def cases(tiny: bool) -> list[Case]:
     seen = set()
     for setting in (musev.TINY_SETTINGS if tiny else musev.SETTINGS).values():
         short = dataclasses.replace(setting, steps=SHORT_STEPS, frames=min(setting.frames, setting.context_frames))
-        if (short.variant, short.size, short.frames) in seen:
+        if (short.variant, short.which2video, short.size, short.frames) in seen:
             continue
-        seen.add((short.variant, short.size, short.frames))
+        seen.add((short.variant, short.which2video, short.size, short.frames))
 
-        def build_musev(plan, device, variant=short.variant):
+        def build_musev(plan, device, variant=short.variant, control=bool(short.which2video)):
             if tiny:
                 from helpers.pipelines.musev.pipeline import load_musev_pipeline
                 from helpers.testing.musev import write_tiny_musev_packs
 
-                root = write_tiny_musev_packs(Path(tempfile.mkdtemp()))
-                return load_musev_pipeline(variant, root=root, device="cpu", dtype=plan.dtype)
-            pipe = musev.full_size_pipeline(variant, "cpu" if plan.offload != "none" else device, plan.dtype)
+                root = write_tiny_musev_packs(Path(tempfile.mkdtemp()), pose=control,
+                                              controlnets=("controlnet_openpose",) if control else ())
+                return load_musev_pipeline(variant, root=root, device="cpu", dtype=plan.dtype,
+                                           controlnet="controlnet_openpose" if control else None)
+            pipe = musev.full_size_pipeline(variant, "cpu" if plan.offload != "none" else device, plan.dtype,
+                                            controlnet=control)
             musev.apply_plan(pipe, plan, device)
             return pipe
 

@@ -5,6 +5,7 @@ the run with one line saying to restart (plus Colab's restart button). The real 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy  # noqa: F401  (imported: an upgrade of it needs a restart)
@@ -53,7 +54,9 @@ def test_everything_present_does_nothing(dist):
     assert pip.calls == [] and said == ["packages: everything this project needs is installed; nothing to do"]
 
 
-def test_installs_only_missing_and_below_floor_and_holds_the_rest(dist):
+def test_installs_only_missing_and_below_floor_and_holds_the_rest(dist, monkeypatch):
+    # a fresh runtime: diffusers not imported yet (other tests of this session may have imported it)
+    monkeypatch.delitem(sys.modules, "diffusers", raising=False)
     found = dict(COLAB, diffusers="0.35.1", torch="1.0.0")  # an old torch still counts as present
     del found["mediapy"]
     pip, said = Pip(), []
