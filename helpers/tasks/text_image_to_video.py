@@ -264,7 +264,7 @@ def plan(params: Params) -> Plan:
     if image_hw and not params.width and not params.height and max(image_hw) * IMG_EDGE_RATIO > MAX_IMAGE_EDGE:
         notes.append(f"the picture ({image_hw[1]}x{image_hw[0]}) scaled so its longer side is at most "
                      f"{MAX_IMAGE_EDGE} px (the original's img_edge_ratio rule)")
-    base, base_note = _base_model(params.base_model, smoke)
+    base, base_note = resolve_base_model(params.base_model, smoke)
     notes += [base_note] if base_note else []
 
     frames, window, overlap, steps = params.frames, params.window, params.overlap, params.steps
@@ -338,7 +338,7 @@ def _text_width(path: Path) -> int:
     return int(next(iter(shapes.values()))[1])
 
 
-def _base_model(value: str, smoke: bool) -> tuple[Path | None, str | None]:
+def resolve_base_model(value: str, smoke: bool) -> tuple[Path | None, str | None]:
     """(the base model path, or None for majicmix; a note for the sidecar). SMOKE mode runs an own SD1.5 model as
     the tiny pack's base model unless it is tiny itself (tests)."""
     value = (value or "").strip()
@@ -361,10 +361,10 @@ def _base_model(value: str, smoke: bool) -> tuple[Path | None, str | None]:
     return path, None
 
 
-_PART_NAMES = {"text_encoder": "text encoder", "scheduler": "scheduler", "vae": "VAE"}
+PART_NAMES = {"text_encoder": "text encoder", "scheduler": "scheduler", "vae": "VAE"}
 
 
-def _pack_base_parts(base: Path | None, root: Path | None) -> list[str]:
+def pack_base_parts(base: Path | None, root: Path | None) -> list[str]:
     """The parts the pack's majicmix gives the pipeline: all of them without an own base model, else what the own
     one lacks (a single file has only a UNet; its VAE matters only when sd-vae-ft-mse is absent)."""
     from helpers import weights
@@ -453,7 +453,7 @@ def preview_inputs(params: Params) -> InputPreview:
 
 
 @contextmanager
-def _quiet_libraries(smoke: bool):
+def quiet_libraries(smoke: bool):
     """No library progress bars or notices while tiny packs are written and models load (the task reports its own
     stages); in SMOKE mode also no prompt-length notice (the tiny tokenizer splits text into many more tokens)."""
     from diffusers.utils import logging as diffusers_logging
@@ -494,7 +494,7 @@ def _load(variant: str, base: Path | None, root: Path | None, memory):
                                offload=memory.offload)
     if base is None:
         return pipe, []
-    names = [_PART_NAMES[part] for part in _pack_base_parts(base, root)]
+    names = [PART_NAMES[part] for part in pack_base_parts(base, root)]
     if not names:
         return pipe, []
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
@@ -506,7 +506,7 @@ def _provenance(variant: str, base: Path | None, root: Path | None) -> list[dict
     from helpers.errors import MissingWeightsError
 
     roles = [UNET_ROLES[variant], *(REFERENCE_ROLES if variant == "musev_referencenet" else ())]
-    roles += ["base_model"] if _pack_base_parts(base, root) else []
+    roles += ["base_model"] if pack_base_parts(base, root) else []
     for role in ("vae", "negative_embeddings"):  # optional: the base's VAE / no embeddings otherwise
         try:
             weights.resolve("musev", role, root)
@@ -533,11 +533,11 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         p = plan(params)
         condition = _condition(p)
-    with _quiet_libraries(smoke):
+    with quiet_libraries(smoke):
         root = _packs_root(smoke)
     variant = params.model
     with timings.stage("weights"):  # missing weights fail here; pickles are converted to fp16 once
-        pack_base = ("base_model",) if _pack_base_parts(p.base_model, root) else ()  # not needed beside an own one
+        pack_base = ("base_model",) if pack_base_parts(p.base_model, root) else ()  # not needed beside an own one
         roles = (UNET_ROLES[variant], *pack_base, *(REFERENCE_ROLES if variant != "musev" else ()))
         for done, role in enumerate(roles, 1):
             weights.resolve("musev", role, root)
@@ -552,11 +552,11 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         identity = "majicmix" if p.base_model is None else \
             f"{p.base_model.resolve()}:{file_stamp(p.base_model) if p.base_model.is_file() else ''}"
         key = f"{NAME}:{variant}:{root}:{identity}:{memory.tier}:{memory.dtype_name}:{memory.device}"
-        with _quiet_libraries(smoke):
+        with quiet_libraries(smoke):
             pipe, load_notes = cached(key, lambda: _load(variant, p.base_model, root, memory))
         if progress is not None:
             progress("load", 1, 1)
-    with timings.stage("generate"), _quiet_libraries(smoke):
+    with timings.stage("generate"), quiet_libraries(smoke):
         output = pipe(
             p.prompt, condition, negative_prompt=params.negative_prompt, height=p.height, width=p.width,
             time_size=p.time_size, n_batch=p.shots, num_inference_steps=p.steps,

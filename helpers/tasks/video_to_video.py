@@ -45,11 +45,11 @@ from helpers.tasks.base import (
 )
 from helpers.tasks.inputs import ASSETS, bundled_asset, count_frames, file_stamp, local_input, read_clip
 from helpers.tasks.text_image_to_video import (
-    _PART_NAMES,
-    _base_model,
-    _pack_base_parts,
-    _quiet_libraries,
+    PART_NAMES,
     output_size,
+    pack_base_parts,
+    quiet_libraries,
+    resolve_base_model,
 )
 
 NAME = "video_to_video"
@@ -214,7 +214,7 @@ def _base(value: str, smoke: bool) -> tuple[Path | None, str, str | None]:
             raise InputError("fantasticmix is not offered by this installation: give 'majicmix' or the path of an "
                              "SD1.5 model")
         return None, FANTASTICMIX_ROLE, None  # SMOKE: the tiny pack writes this role too
-    path, note = _base_model(value, smoke)
+    path, note = resolve_base_model(value, smoke)
     return path, "base_model", note
 
 
@@ -428,7 +428,7 @@ def preview_inputs(params: Params) -> InputPreview:
 def _roles(params: Params, p: Plan) -> list[str]:
     from helpers.pipelines.musev.conditions import controlnet_role
 
-    pack_base = [p.base_role] if _pack_base_parts(p.base_model, weights_root(is_smoke(params))) else []
+    pack_base = [p.base_role] if pack_base_parts(p.base_model, weights_root(is_smoke(params))) else []
     return [UNET_ROLES[params.model], *pack_base, *REFERENCE_ROLES[params.model], controlnet_role(params.condition)]
 
 
@@ -452,7 +452,7 @@ def _load(params: Params, p: Plan, root: Path | None, memory):
         base = weights.resolve("musev", p.base_role, root)
     pipe = load_musev_pipeline(params.model, controlnet=controlnet_role(params.condition), root=root,
                                base_model=base, device=memory.device, dtype=memory.dtype, offload=memory.offload)
-    names = [_PART_NAMES[part] for part in _pack_base_parts(p.base_model, root)] if p.base_model is not None else []
+    names = [PART_NAMES[part] for part in pack_base_parts(p.base_model, root)] if p.base_model is not None else []
     return pipe, ([f"{', '.join(names)}: the MuseV pack's majicmix (the base model has none of its own)"]
                   if names else [])
 
@@ -469,7 +469,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     with timings.stage("inputs"):
         inputs = prepare(params)
     p = inputs.plan
-    with _quiet_libraries(smoke):
+    with quiet_libraries(smoke):
         root = _packs_root(smoke, params)
     with timings.stage("weights"):  # a missing ControlNet or UNet fails here, before anything loads
         roles = _roles(params, p)
@@ -484,9 +484,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             f"{p.base_model.resolve()}:{file_stamp(p.base_model) if p.base_model.is_file() else ''}"
         key = f"{NAME}:{params.model}:{params.condition}:{root}:{identity}:{memory.tier}:{memory.dtype_name}:" \
               f"{memory.device}"
-        with _quiet_libraries(smoke):
+        with quiet_libraries(smoke):
             pipe, load_notes = cached(key, lambda: _load(params, p, root, memory))
-    with timings.stage("generate"), _quiet_libraries(smoke):
+    with timings.stage("generate"), quiet_libraries(smoke):
         output = pipe(
             p.prompt, inputs.reference, negative_prompt=params.negative_prompt, height=p.height, width=p.width,
             time_size=p.frames - 1, n_batch=1, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
