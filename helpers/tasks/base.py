@@ -61,6 +61,9 @@ class TaskParams:
         group="Advanced"))
     output_dir: str = field(default="", metadata=param(
         "Folder for the mp4 + JSON sidecar (empty: <Drive root>/outputs/<task>)", widget="text", group="Advanced"))
+    fresh_start: bool = field(default=False, metadata=param(
+        "Discard the saved progress of an interrupted run with these same settings and start again (an interrupted "
+        "run otherwise resumes where it stopped)", group="Advanced"))
 
 
 @dataclass(frozen=True)
@@ -447,7 +450,7 @@ def write_json(path: Path, data: dict) -> Path:
 
 
 def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, meta: dict | None = None,
-           timings: Timings | None = None) -> Result:
+           timings: Timings | None = None, run_state=None) -> Result:
     """Write the result: ``<stem>.mp4``, ``<stem>_preview.mp4`` (control | result, small) and ``<stem>.json``.
 
     The sidecar holds every parameter, the seed, the weight files and their revisions (``meta["weights"]``), timings,
@@ -455,12 +458,24 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
     (``ignored_checkpoint_keys``, :mod:`helpers.load_policy`). The three names are reserved together before anything
     is written (:func:`reserve_outputs`): existing files are never overwritten. A write that fails (a full disk)
     raises ``OutputError`` saying how much space is needed, and leaves no empty or partial file behind.
+
+    With ``run_state`` (:class:`helpers.resume.RunState`) the names are recorded in the run's state before anything
+    is written, a resumed run writes under the names its interrupted first part reserved (no second, sidecar-less
+    mp4), the sidecar says whether the run was resumed (``resume``), and the state is removed once it is written.
     """
     from helpers import media, runtime
 
     frames = media.as_uint8_video(frames)
     folder = output_folder(task, params)
-    stem, claimed = reserve_outputs(folder, f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}")
+    if run_state is not None and run_state.stem:
+        stem = run_state.stem
+        claimed = [folder / name.format(stem=stem) for name in OUTPUT_NAMES]
+        for path in claimed:
+            _claim(path)  # ours: reserved by the interrupted part of this run; taken again if it was removed
+    else:
+        stem, claimed = reserve_outputs(folder, f"{task}_{time.strftime('%Y%m%d-%H%M%S')}_seed{params.seed}")
+        if run_state is not None:
+            run_state.record_stem(stem)
     video_path, preview_path, sidecar_path = claimed
     try:
         media.write_video(video_path, frames, fps)
@@ -482,10 +497,14 @@ def finish(task: str, params: TaskParams, frames, fps: float, *, control=None, m
 
         if load_policy.notes():  # checkpoint entries the loads left out, as the originals do (never silent)
             metadata["ignored_checkpoint_keys"] = _jsonable(load_policy.notes())
+        if run_state is not None:
+            metadata["resume"] = _jsonable(run_state.summary())
         write_json(sidecar_path, metadata)
     except BaseException:
         _release_unwritten(claimed)
         raise
+    if run_state is not None:
+        run_state.close()
     return Result(frames=frames, fps=fps, control=None if control is None else media.as_uint8_video(
         control if np.asarray(control).ndim == 4 else np.asarray(control)[None]), video_path=video_path, preview_path=preview_path,
                   sidecar_path=sidecar_path, metadata=metadata)
