@@ -47,7 +47,8 @@ UNET_768 = {
 }
 UNET_BASE = dict(UNET_768, sample_size=64, upcast_attention=False)
 
-#: vae/config.json (611 bytes on the Hub; the SD 2.x AutoencoderKL, sample_size 768 for the 768 model).
+#: vae/config.json (611 bytes on the Hub; the SD 2.x AutoencoderKL, sample_size 768 for the 768 model; the base
+#: model's sample_size is taken as 512, which could not be checked here and does not change any weight).
 VAE = {
     "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
     "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
@@ -66,7 +67,9 @@ TEXT_ENCODER = {
 #: Saved by transformers 4.25, where the position ids were a persistent buffer: the file holds them.
 TEXT_ENCODER_FILE_ONLY = {"text_model.embeddings.position_ids": ([1, 77], "int64")}
 
-#: scheduler/scheduler_config.json of each base (DDIM v-prediction for 768; PNDM epsilon for base).
+#: scheduler/scheduler_config.json of each base: DDIM v-prediction for 768 (diffusers 0.8.0, as copied in public
+#: mirrors, e.g. SfinOe/stable-diffusion-v2-1); PNDM with the same betas and epsilon prediction for base. They hold no
+#: weights; the loader reads the prediction type from them.
 SCHEDULER_768 = {
     "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
     "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,

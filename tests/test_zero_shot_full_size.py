@@ -200,7 +200,7 @@ def test_full_size_pipeline_loads_from_the_published_fp16_folders(files, tmp_pat
         assert not any(p.is_meta for p in model.parameters())
     assert native_size(pipe) == size
     assert pipe.scheduler.config.prediction_type == SD21["scheduler"]["configs"][role]["prediction_type"]
-    # the text encoder file's position ids (a buffer transformers no longer saves) are the only entry left out
+    # nothing is left out but, at most, the text encoder file's position ids (a buffer transformers no longer saves)
     ignored = [k for note in load_policy.notes().values() for k in note["ignored_keys"]]
     assert set(ignored) <= set(SD21["text_encoder"]["non_float"])
 
