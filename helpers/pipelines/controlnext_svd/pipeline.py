@@ -406,27 +406,28 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         so far, on the CPU in the decoder's dtype (they are kept only when it is given).
         """
         scaled = latents[0] / self.vae.config.scaling_factor
-        starts = range(0, scaled.shape[0], chunk_size)
+        count = scaled.shape[0]
+        starts = range(0, count, chunk_size)
         if len(resumed) > len(starts):
             raise ValueError(f"the saved state has {len(resumed)} decoded chunks, this call decodes {len(starts)}")
+        size = (scaled.shape[-2] * self.vae_scale_factor, scaled.shape[-1] * self.vae_scale_factor)
+        frames = torch.empty(count, 3, *size, dtype=torch.float32)  # filled chunk by chunk: no list to concatenate
         raw_chunks = list(resumed)
-        frames = []
         for index, start in enumerate(starts):
+            stop = min(start + chunk_size, count)
             if index < len(resumed):
                 decoded = resumed[index]
-                expected = (len(range(start, min(start + chunk_size, scaled.shape[0]))), 3,
-                            scaled.shape[-2] * self.vae_scale_factor, scaled.shape[-1] * self.vae_scale_factor)
-                if tuple(decoded.shape) != expected:
+                if tuple(decoded.shape) != (stop - start, 3, *size):
                     raise ValueError(f"saved decoded chunk {index} has shape {list(decoded.shape)}, this call "
-                                     f"decodes {list(expected)}")
+                                     f"decodes {[stop - start, 3, *size]}")
             else:
-                chunk = scaled[start : start + chunk_size].to(self.vae.dtype)
+                chunk = scaled[start:stop].to(self.vae.dtype)
                 decoded = self.vae.decode(chunk, num_frames=chunk.shape[0]).sample
                 if on_chunk is not None:
                     raw_chunks.append(decoded.cpu())
                     on_chunk(raw_chunks)
-            # elementwise, so the same bits on the CPU (a resumed chunk) as on the device
-            frames.append((decoded.float() / 2 + 0.5).clamp(0, 1).cpu())
+            # elementwise and exact up to the last rounding: the same bits from a saved CPU chunk as on the device
+            frames[start:stop] = (decoded.float() / 2 + 0.5).clamp(0, 1).cpu()
             if progress is not None and index >= len(resumed):
                 progress("decode", index + 1, len(starts))
-        return torch.cat(frames)
+        return frames
