@@ -227,8 +227,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         ``window_inputs(step, t, sample, text, window)`` returns extra UNet arguments for one window (ControlNet
         residuals of the same input).
 
-        ``resume_from``: continue after its ``step`` finished steps (its latents are passed as ``latents``; the
-        scheduler is put back to its snapshot; the skipped UNet calls count as done in ``progress_state``).
+        ``resume_from``: continue after its ``step`` finished steps from its latents (they replace ``latents``); the
+        scheduler is put back to its snapshot and the skipped UNet calls count as done in ``progress_state``.
         ``on_state`` gets the loop's state after every step (latents, scheduler, the positions of ``generator``).
         """
         do_cfg = guidance_scale > 1.0
@@ -483,7 +483,7 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             frames = shot0_frames if shot == 0 else time_size
             given = latents.float().to(self._execution_device) if shot == 0 and latents is not None else None
             start = shot_hooks.initial_latents if shot_hooks is not None else None
-            if states[shot] is not None:  # a finished shot (its final state) is taken as it is: no UNet call
+            if states[shot] is not None:  # a saved shot continues from its state (a finished one: no UNet call)
                 noise = continue_loop(states[shot], (1, 4, frames, h, w), num_inference_steps, generator)
             elif start is not None:  # already scaled for the first step
                 noise = start(shot, (1, 4, frames, h, w), given, num_inference_steps, generator)
