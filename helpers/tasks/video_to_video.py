@@ -479,7 +479,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             weights.resolve("musev", role, root)
             if progress is not None:
                 progress("weights", done, len(roles))
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
     weight_records = [weights.provenance("musev", role, root) for role in roles]
     if p.base_model is not None:
