@@ -47,18 +47,16 @@ def _params(case: str, output_dir, seed: int = 3, **more):
 
 
 @pytest.fixture(scope="module")
-def reference(shared_smoke, tmp_path_factory):
+def reference(tmp_path_factory):
     """The uninterrupted run of each case (and seed), computed once for the module."""
     done: dict = {}
 
     def get(case: str, seed: int = 3) -> np.ndarray:
-        if (case, seed) not in done:
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("HV_SMOKE_ROOT", str(shared_smoke))
-                module, params = _params(case, tmp_path_factory.mktemp("reference"), seed)
-                result = module.run(params)
-                assert not json.loads(result.sidecar_path.read_text())["resume"]["resumed"]
-                done[case, seed] = result.frames
+        if (case, seed) not in done:  # called from the tests, inside their SMOKE settings
+            module, params = _params(case, tmp_path_factory.mktemp("reference"), seed)
+            result = module.run(params)
+            assert not json.loads(result.sidecar_path.read_text())["resume"]["resumed"]
+            done[case, seed] = result.frames
         return done[case, seed]
 
     return get
