@@ -308,7 +308,7 @@ class LoopRecorder:
         state = LoopState(step=saved["step"], total=saved["total"], latents=saved["latents"],
                           scheduler=saved["scheduler"], generators=saved["generators"], extra=saved["extra"],
                           decoded=decoded, phase="decode" if decoded else saved["phase"])
-        where = (f"decoding, {len(decoded)} chunks done" if state.phase == "decode"
+        where = (f"decoding, {len(decoded)} chunk{'' if len(decoded) == 1 else 's'} done" if state.phase == "decode"
                  else f"step {state.step} of {state.total}")
         self.run.resumed[self.name] = {"step": state.step, "of": state.total, "phase": state.phase,
                                        "decoded_chunks": len(decoded)}

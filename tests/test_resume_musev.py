@@ -122,7 +122,7 @@ def _check_resumed(result, folder, expected: np.ndarray, waiting: int = 0) -> di
 KILLS = [
     # text/image to video, parallel windows of 4 frames, 2 steps, then 7 frames decoded 2 at a time
     ("parallel", ("state", "main", 1), ["resuming from step 1 of 2"], [4, 4]),  # between steps
-    ("parallel", ("progress", "decode", 4), ["resuming from decoding, 1 chunks done"], []),  # mid-decode
+    ("parallel", ("progress", "decode", 4), ["resuming from decoding, 1 chunk done"], []),  # mid-decode
     ("parallel", ("sidecar",), ["resuming from decoding, 4 chunks done"], []),  # after the mp4, before the sidecar
     # a generated first frame (1 frame), then serial shots of 3 and 4 frames. Stopped in shot 2's first step (no
     # state of it yet) or second step: shot 1 is never recomputed, shot 2 starts from the noise the generator gives
@@ -134,7 +134,7 @@ KILLS = [
                                             "resuming shot 2 of 2 from step 1 of 2"], [4]),
     ("serial", ("progress", "first frame", 2), ["resuming the first frame from step 1 of 2"], [1, 3, 3, 4, 4]),
     # video to video (ControlNet): windows of 3 and 2 frames, 5 frames decoded 2 at a time
-    ("v2v", ("progress", "decode", 4), ["resuming from decoding, 1 chunks done"], []),
+    ("v2v", ("progress", "decode", 4), ["resuming from decoding, 1 chunk done"], []),
     ("v2v", ("sidecar",), ["resuming from decoding, 3 chunks done"], []),
 ]
 WINDOW_FRAMES = {"parallel": [4, 4], "v2v": [3, 2]}  # the UNet calls of one step

@@ -148,7 +148,7 @@ def test_the_progress_line_says_where_the_run_resumes(tmp_path, monkeypatch, uni
         task.run(params, progress=KillAt("decode", 1))
     progress = KillAt()
     task.run(params, progress=progress)
-    assert progress.resumed_lines() == ["resuming from decoding, 1 chunks done"]
+    assert progress.resumed_lines() == ["resuming from decoding, 1 chunk done"]
     assert [c for c in progress.calls if c[0] == "denoise"] == []  # no step is run again
     assert [c for c in progress.calls if c[0] == "decode"] == [("decode", 2, CHUNKS), ("decode", 3, CHUNKS)]
 
