@@ -13,13 +13,18 @@ AnimateDiff's SparseCtrl scribble ControlNet.
 >>> result = task.run(params)                  # mp4 + face | video preview + JSON sidecar under <Drive root>/outputs
 >>> result.show()
 
-``PRESETS`` are the original repository's examples (its inference script and its demo page), fetched from GitHub on
-first use with :func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
+An interrupted run keeps its progress in ``<output folder>/.resume/`` (:mod:`helpers.resume`) and the same settings
+run again continue from the last saved denoising step or decoded chunk; ``fresh_start=True`` discards it.
+
+``PRESETS`` are the original repository's examples (its inference script and its demo page; kept in
+:mod:`helpers.tasks.id_preserving_presets`), fetched from GitHub on first use with
+:func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
 :mod:`helpers.pipelines.id_animator.sketch_inputs`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import warnings
@@ -46,6 +51,13 @@ from helpers.tasks.base import (
     run_memory_plan,
     weights_root,
 )
+from helpers.tasks.id_preserving_presets import (  # noqa: F401 - PRESETS and EXAMPLES: the task's own, for the form
+    DEFAULT_FACE,
+    DEFAULT_PROMPT,
+    EXAMPLES,
+    NEGATIVE_PROMPT,
+    PRESETS,
+)
 from helpers.tasks.inputs import FaceInput, local_input, marked_photo, prepare_face_input, synthetic_picture
 
 NAME = "id_preserving_video"
@@ -59,27 +71,6 @@ SKETCH_GRIDS = ["2x2", "1x2", "1x3", "1x4", "2x3", "3x3", "4x4"]
 
 # SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
 SMOKE_SIZE, SMOKE_FRAMES, SMOKE_STEPS = 64, 4, 2
-
-# The original repository's example inputs, at the commit its published code comes from.
-EXAMPLES = "https://raw.githubusercontent.com/ID-Animator/ID-Animator/0170eed6893a22db628f2d54255e9ddeb9043aa3"
-DEMO, REF = f"{EXAMPLES}/ID-Animator/demo", f"{EXAMPLES}/__assets__/ref"
-
-# infer.py, the published run: Realistic Vision V6.0 B1, face scale 0.8, seed 4993.
-DEFAULT_FACE = f"{DEMO}/lecun.png"
-DEFAULT_PROMPT = "Iron Man soars through the clouds, his repulsors blazing"
-NEGATIVE_PROMPT = (
-    "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, worst "
-    "quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, poorly "
-    "drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad anatomy, bad proportions, extra "
-    "limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, missing legs, extra arms, extra "
-    "legs, fused fingers, too many fingers, long neck")
-NEGATIVE_PROMPT_EYES = (
-    "(deformed iris, deformed pupils, semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime), text, "
-    "cropped, out of frame, worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra "
-    "fingers, mutated hands, poorly drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad "
-    "anatomy, bad proportions, extra limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, "
-    "missing legs, extra arms, extra legs, fused fingers, too many fingers, long neck, UnrealisticDream")
-NEGATIVE_PROMPT_SHORT = "worst quality, low quality, jpeg artifacts, ugly, duplicate, blurry, long neck"
 
 
 @dataclass
@@ -157,48 +148,6 @@ class Params(TaskParams):
         "Motion modules normalise each frame on its own, as original AnimateDiff (off: diffusers' pooled statistics)",
         group="Advanced"))
 
-
-# ------------------------------------------------------------------------------------------------------- presets
-# The original's examples: its inference script (infer.py) and the examples of its demo app (app.py, which appends the
-# Space suffixes). The README's sketch demos publish no prompt, so those two prompts are ours.
-PRESETS: dict[str, dict] = {
-    "community model · Iron Man (infer.py, the published run)": dict(
-        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="community",
-        face_scale=0.8, seed=4993, space_suffixes=False),
-    "plain SD1.5 base · Iron Man (compare with the community model)": dict(
-        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="sd15",
-        face_scale=0.8, seed=4993, space_suffixes=False),
-    "recontextualization · reading by the window (demo app)": dict(
-        face_image=f"{DEMO}/ann.png",
-        prompt="A young girl with a passion for reading, curled up with a book in a cozy nook near a window",
-        negative_prompt=NEGATIVE_PROMPT + ",", face_scale=1.0, seed=8290, space_suffixes=True),
-    "recontextualization · beach at sunset (demo app)": dict(
-        face_image=f"{DEMO}/zendaya.png",
-        prompt="A woman on a serene beach at sunset, the sky ablaze with hues of orange and purple.",
-        negative_prompt=NEGATIVE_PROMPT, face_scale=1.0, seed=5992, space_suffixes=True),
-    "recontextualization · chef (demo app)": dict(
-        face_image=f"{DEMO}/qianlong.png",
-        prompt="A chef in a white apron, complete with a toqueblanche, garnishing a gourmet dish",
-        negative_prompt=NEGATIVE_PROMPT_EYES, face_scale=0.8, seed=1844, space_suffixes=True),
-    "recontextualization · pink and purple hair (demo app)": dict(
-        face_image=f"{DEMO}/augustus.png", prompt="A man with dyed pink and purple hair, styledin a high ponytail",
-        negative_prompt=NEGATIVE_PROMPT, face_scale=0.7, seed=870, space_suffixes=True),
-    "community model · Iron Man (demo app)": dict(
-        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT_SHORT, face_scale=0.7,
-        seed=4993, space_suffixes=True),
-    "identity mixing · two faces, guitarist (demo app)": dict(
-        face_image=f"{DEMO}/lecun.png", second_face_image=f"{DEMO}/ann.png", mix_weight=0.5, identity_mixing="mean",
-        prompt="A musician playing a guitar, fingers deftly moving across the strings, producing a soulful melody",
-        negative_prompt=NEGATIVE_PROMPT, face_scale=0.9, seed=1897, space_suffixes=True),
-    "sketch image · README demo": dict(
-        face_image=f"{REF}/fbb.png", sketch_mode="one sketch", sketch_image=f"{REF}/sketch.png", sketch_frames="0",
-        prompt="a woman with her hair tied up, wearing a necklace, smiling at the camera",
-        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
-    "sketch sequence · README demo": dict(
-        face_image=f"{REF}/fbb.png", sketch_mode="sequence", sketch_image=f"{REF}/sketch_sequence.png",
-        sketch_grid="2x2", sketch_frames="", prompt="a person playing an acoustic guitar by the sea, clouds in the sky",
-        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
-}
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs
@@ -494,15 +443,27 @@ def _base_provenance(path: Path, smoke: bool) -> dict:
     return {"pack": None, "role": "base_model", "source": source, "size_bytes": path.stat().st_size}
 
 
+def _run_identity(p: Plan, provenance: list[dict], base_model: str, memory) -> dict:
+    """What besides the parameters decides a run's numbers (:func:`helpers.resume.run_key`): the weights, the base
+    model file, the face photos' and sketches' contents, and the memory plan (device, dtype, decode chunk)."""
+    from helpers import resume
+
+    sketches = hashlib.sha256(b"".join(np.ascontiguousarray(s).tobytes() for s in p.sketches)).hexdigest()
+    return {"weights": provenance, "base_model": base_model, "faces": [resume.file_identity(f.path) for f in p.faces],
+            "sketches": sketches if p.sketch else None, "memory_plan": memory.as_dict()}
+
+
 def run(params: Params, *, progress: Progress | None = None) -> Result:
     """Generate the video; the returned ``Result`` also holds ``face_crops`` (the 224x224 faces used).
 
     Order: check everything (``InputError``; face detection included) → find the weights (``MissingWeightsError``)
     → the video model (loaded once, kept between runs) → steps → mp4 (+ GIF) + face | video preview + sidecar.
+    The loop's state is kept after every step and decoded chunk (:mod:`helpers.resume`): the same settings run again
+    after an interruption continue from there ("resuming from step k of n").
     """
     import torch
 
-    from helpers import runtime, weights
+    from helpers import resume, runtime, weights
     from helpers.pipelines.id_animator import install_face_token_mixer, set_motion_groupnorm
     from helpers.pipelines.id_animator.loading import required_roles
 
@@ -523,12 +484,20 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         weights.resolve(pack, role, root)
     memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
+    identity = str(base_model) if params.base_model != "file" else \
+        f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
+    provenance = [weights.provenance(pack, role, root) for pack, role in roles]
+    if params.base_model == "file":
+        provenance.append(_base_provenance(Path(p.base_model), smoke))
+    if not params.already_cropped and not smoke:
+        provenance.append(weights.provenance("insightface", "detector"))
+    run_state = resume.RunState.open(NAME, params, identity=_run_identity(p, provenance, identity, memory),
+                                     progress=progress)
+    recorder = run_state.loop()
 
     with timings.stage("load"):
         if progress is not None:
             progress("load", 0, 1)
-        identity = str(base_model) if params.base_model != "file" else \
-            f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
         key = f"{NAME}:{root}:{identity}:sketch={p.sketch}:{memory.tier}:{memory.dtype_name}:{memory.device}"
         with _quiet_libraries():
             pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
@@ -539,16 +508,20 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         if model is not None:
             set_motion_groupnorm(model, per_frame=params.per_frame_groupnorm)
 
-    def on_step(_pipe, step, _t, _tensors):
+    chunks = math.ceil(p.frames / memory.vae_decode_chunk)
+
+    def on_state(state):  # the state is kept first: a stop right after a progress line loses nothing
+        recorder(state)
         if progress is not None:
-            progress("denoise", step + 1, p.steps)
-        return {}
+            progress(*(("decode", len(state.decoded), chunks) if state.phase == "decode" else
+                       ("denoise", state.step, state.total)))
 
     device = "cuda" if memory.device == "cuda" and torch.cuda.is_available() else "cpu"
-    args = dict(face_scale=params.face_scale, face_lora=params.face_lora, reference_weights=p.reference_weights, num_frames=p.frames,
-                height=p.height, width=p.width, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
-                generator=torch.Generator(device).manual_seed(params.seed), output_type="np",
-                decode_chunk_size=memory.vae_decode_chunk, callback_on_step_end=on_step)
+    args = dict(face_scale=params.face_scale, face_lora=params.face_lora, reference_weights=p.reference_weights,
+                num_frames=p.frames, height=p.height, width=p.width, num_inference_steps=p.steps,
+                guidance_scale=params.guidance_scale, generator=torch.Generator(device).manual_seed(params.seed),
+                output_type="np", decode_chunk_size=memory.vae_decode_chunk, resume_from=recorder.resume_from,
+                on_state=on_state)
     if p.sketch:
         import PIL.Image
 
@@ -563,11 +536,6 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     if smoke:
         effective = replace(params, width=p.width, height=p.height, frames=p.frames, steps=p.steps,
                             sketch_frames=", ".join(map(str, p.sketch_indices)) if p.sketch else params.sketch_frames)
-    provenance = [weights.provenance(pack, role, root) for pack, role in roles]
-    if params.base_model == "file":
-        provenance.append(_base_provenance(Path(p.base_model), smoke))
-    if not params.already_cropped and not smoke:
-        provenance.append(weights.provenance("insightface", "detector"))
     meta = {
         "method": "ID-Animator (AnimateDiff v2 + face adapter)" + (" + SparseCtrl scribble" if p.sketch else ""),
         "weights": provenance,
@@ -598,7 +566,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     }
     if smoke:
         meta["requested_params"] = params
-    result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
+    result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings,
+                    run_state=run_state)
     if params.output_format == "gif":
         result.gif_path = add_gif(result)
     if progress is not None:
