@@ -4,6 +4,7 @@ its sidecar continues to the video an uninterrupted run gives, bit for bit; dama
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 
 import numpy as np
@@ -220,3 +221,37 @@ def test_a_stopped_sketch_run_continues_to_the_same_video(stop, line, steps, chu
     result = task.run(_params(tmp_path, sketch=True), progress=progress)
     _check_resumed(result, sketch_reference, tmp_path, progress, line)
     assert (calls["unet"], calls["decode"]) == (steps, chunks)
+
+
+# -- the pipelines themselves: any step of a longer loop, the caller's step callback, in memory --------------------
+@pytest.mark.parametrize("sketch", [False, True], ids=["main", "sketch"])
+def test_the_pipelines_continue_from_any_step_or_chunk(sketch, shared_smoke):
+    from helpers.pipelines.id_animator import load_id_animator_pipeline
+    from helpers.tasks.id_preserving_weights import ensure_smoke_packs
+    from helpers.testing import id_animator as tiny
+
+    ensure_smoke_packs(shared_smoke[0], sketch=sketch)
+    pipe = load_id_animator_pipeline(root=shared_smoke[0], sketch=sketch)
+    pipe.set_progress_bar_config(disable=True)
+    face = tiny.synthetic_face_photo(seed=0)[:224, :224]
+    extra = {"sketches": [tiny.synthetic_sketch()], "sketch_frame_indices": [1]} if sketch else {}
+
+    def generate(**kwargs):
+        steps = []
+        frames = pipe([face], "a low newer wider", num_frames=3, height=32, width=32, num_inference_steps=4,
+                      output_type="np", decode_chunk_size=2, generator=torch.Generator().manual_seed(5),
+                      callback_on_step_end=lambda _p, i, _t, _tensors: steps.append(i) or {}, **extra,
+                      **kwargs).frames
+        return frames, steps
+
+    states = []
+    expected, steps = generate(on_state=lambda state: states.append(copy.deepcopy(state)))
+    assert steps == [0, 1, 2, 3] and [s.step for s in states] == [1, 2, 3, 4, 4, 4]
+    assert [len(s.decoded) for s in states] == [0, 0, 0, 0, 1, 2] and states[-1].phase == "decode"
+    for state in (states[1], states[4]):  # after step 2 of 4; in the decode (1 chunk of 2 done)
+        frames, steps = generate(resume_from=state)
+        assert np.array_equal(frames, expected)
+        assert steps == list(range(state.step, 4))  # the caller's callback sees the loop's own step numbers
+    with pytest.raises(ValueError, match="for 4 steps, this run has 3"):
+        pipe([face], "a low newer wider", num_frames=3, height=32, width=32, num_inference_steps=3, **extra,
+             resume_from=states[0])

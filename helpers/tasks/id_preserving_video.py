@@ -16,19 +16,15 @@ AnimateDiff's SparseCtrl scribble ControlNet.
 An interrupted run keeps its progress in ``<output folder>/.resume/`` (:mod:`helpers.resume`) and the same settings
 run again continue from the last saved denoising step or decoded chunk; ``fresh_start=True`` discards it.
 
-``PRESETS`` are the original repository's examples (its inference script and its demo page; kept in
-:mod:`helpers.tasks.id_preserving_presets`), fetched from GitHub on first use with
-:func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
+``PRESETS`` are the original repository's examples (its inference script and its demo page), fetched from GitHub on
+first use with :func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
 :mod:`helpers.pipelines.id_animator.sketch_inputs`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,14 +45,13 @@ from helpers.tasks.base import (
     is_smoke,
     param,
     run_memory_plan,
-    weights_root,
 )
-from helpers.tasks.id_preserving_presets import (  # noqa: F401 - PRESETS and EXAMPLES: the task's own, for the form
-    DEFAULT_FACE,
-    DEFAULT_PROMPT,
-    EXAMPLES,
-    NEGATIVE_PROMPT,
-    PRESETS,
+from helpers.tasks.id_preserving_weights import (
+    ensure_smoke_packs,
+    packs_root,
+    provenance,
+    quiet_libraries,
+    run_identity,
 )
 from helpers.tasks.inputs import FaceInput, local_input, marked_photo, prepare_face_input, synthetic_picture
 
@@ -71,6 +66,27 @@ SKETCH_GRIDS = ["2x2", "1x2", "1x3", "1x4", "2x3", "3x3", "4x4"]
 
 # SMOKE mode: tiny random-weight packs and tiny sizes, every line of the real path.
 SMOKE_SIZE, SMOKE_FRAMES, SMOKE_STEPS = 64, 4, 2
+
+# The original repository's example inputs, at the commit its published code comes from.
+EXAMPLES = "https://raw.githubusercontent.com/ID-Animator/ID-Animator/0170eed6893a22db628f2d54255e9ddeb9043aa3"
+DEMO, REF = f"{EXAMPLES}/ID-Animator/demo", f"{EXAMPLES}/__assets__/ref"
+
+# infer.py, the published run: Realistic Vision V6.0 B1, face scale 0.8, seed 4993.
+DEFAULT_FACE = f"{DEMO}/lecun.png"
+DEFAULT_PROMPT = "Iron Man soars through the clouds, his repulsors blazing"
+NEGATIVE_PROMPT = (
+    "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, worst "
+    "quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, poorly "
+    "drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad anatomy, bad proportions, extra "
+    "limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, missing legs, extra arms, extra "
+    "legs, fused fingers, too many fingers, long neck")
+NEGATIVE_PROMPT_EYES = (
+    "(deformed iris, deformed pupils, semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime), text, "
+    "cropped, out of frame, worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra "
+    "fingers, mutated hands, poorly drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad "
+    "anatomy, bad proportions, extra limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, "
+    "missing legs, extra arms, extra legs, fused fingers, too many fingers, long neck, UnrealisticDream")
+NEGATIVE_PROMPT_SHORT = "worst quality, low quality, jpeg artifacts, ugly, duplicate, blurry, long neck"
 
 
 @dataclass
@@ -148,6 +164,48 @@ class Params(TaskParams):
         "Motion modules normalise each frame on its own, as original AnimateDiff (off: diffusers' pooled statistics)",
         group="Advanced"))
 
+
+# ------------------------------------------------------------------------------------------------------- presets
+# The original's examples: its inference script (infer.py) and the examples of its demo app (app.py, which appends the
+# Space suffixes). The README's sketch demos publish no prompt, so those two prompts are ours.
+PRESETS: dict[str, dict] = {
+    "community model · Iron Man (infer.py, the published run)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="community",
+        face_scale=0.8, seed=4993, space_suffixes=False),
+    "plain SD1.5 base · Iron Man (compare with the community model)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, base_model="sd15",
+        face_scale=0.8, seed=4993, space_suffixes=False),
+    "recontextualization · reading by the window (demo app)": dict(
+        face_image=f"{DEMO}/ann.png",
+        prompt="A young girl with a passion for reading, curled up with a book in a cozy nook near a window",
+        negative_prompt=NEGATIVE_PROMPT + ",", face_scale=1.0, seed=8290, space_suffixes=True),
+    "recontextualization · beach at sunset (demo app)": dict(
+        face_image=f"{DEMO}/zendaya.png",
+        prompt="A woman on a serene beach at sunset, the sky ablaze with hues of orange and purple.",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=1.0, seed=5992, space_suffixes=True),
+    "recontextualization · chef (demo app)": dict(
+        face_image=f"{DEMO}/qianlong.png",
+        prompt="A chef in a white apron, complete with a toqueblanche, garnishing a gourmet dish",
+        negative_prompt=NEGATIVE_PROMPT_EYES, face_scale=0.8, seed=1844, space_suffixes=True),
+    "recontextualization · pink and purple hair (demo app)": dict(
+        face_image=f"{DEMO}/augustus.png", prompt="A man with dyed pink and purple hair, styledin a high ponytail",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.7, seed=870, space_suffixes=True),
+    "community model · Iron Man (demo app)": dict(
+        face_image=DEFAULT_FACE, prompt=DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT_SHORT, face_scale=0.7,
+        seed=4993, space_suffixes=True),
+    "identity mixing · two faces, guitarist (demo app)": dict(
+        face_image=f"{DEMO}/lecun.png", second_face_image=f"{DEMO}/ann.png", mix_weight=0.5, identity_mixing="mean",
+        prompt="A musician playing a guitar, fingers deftly moving across the strings, producing a soulful melody",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.9, seed=1897, space_suffixes=True),
+    "sketch image · README demo": dict(
+        face_image=f"{REF}/fbb.png", sketch_mode="one sketch", sketch_image=f"{REF}/sketch.png", sketch_frames="0",
+        prompt="a woman with her hair tied up, wearing a necklace, smiling at the camera",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
+    "sketch sequence · README demo": dict(
+        face_image=f"{REF}/fbb.png", sketch_mode="sequence", sketch_image=f"{REF}/sketch_sequence.png",
+        sketch_grid="2x2", sketch_frames="", prompt="a person playing an acoustic guitar by the sea, clouds in the sky",
+        negative_prompt=NEGATIVE_PROMPT, face_scale=0.8, seed=4993),
+}
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs
@@ -238,7 +296,7 @@ def _tokenizer(smoke: bool):
     from helpers import weights
 
     try:
-        folder = str(weights.resolve("sd15", "base", _packs_root(smoke)))
+        folder = str(weights.resolve("sd15", "base", packs_root(smoke)))
     except MissingWeightsError:
         return None
     if folder not in _TOKENIZERS:
@@ -251,7 +309,7 @@ def _check_prompt_length(prompt: str, what: str, smoke: bool) -> list[str]:
     from helpers.pipelines.id_animator import warn_if_prompt_truncated
 
     tokenizer = _tokenizer(smoke)
-    with warnings.catch_warnings(record=True) as caught, _quiet_libraries():
+    with warnings.catch_warnings(record=True) as caught, quiet_libraries():
         warnings.simplefilter("always")
         warn_if_prompt_truncated(tokenizer, prompt, what)
     for w in caught:
@@ -381,51 +439,6 @@ def preview_inputs(params: Params) -> InputPreview:
 # ------------------------------------------------------------------------------------------------------------ run
 
 
-def _packs_root(smoke: bool) -> Path | None:
-    """The weights root (:func:`~helpers.tasks.base.weights_root`); in SMOKE mode the tiny packs are written first."""
-    root = weights_root(smoke)
-    if smoke:
-        _ensure_smoke_packs(root, sketch=False)
-    return root
-
-
-class _DropTokenizerNotice(logging.Filter):
-    """The tokenizer's over-length notice: the task says it in its own words (``plan().notes``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token indices sequence length is longer" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_libraries():
-    from transformers.utils import logging as hf_logging
-
-    logger = logging.getLogger("transformers.tokenization_utils_base")
-    notice = _DropTokenizerNotice()
-    logger.addFilter(notice)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards" while SMOKE packs are written
-    try:
-        yield
-    finally:
-        logger.removeFilter(notice)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _ensure_smoke_packs(root: Path, *, sketch: bool) -> None:
-    """Write the tiny random-weight packs into the SMOKE root once (the animator file is written last)."""
-    from helpers.testing import id_animator as tiny
-
-    models = root / "models"
-    controlnet = models / "sparsectrl_scribble" / "controlnet"
-    with _quiet_libraries():
-        if not (models / "id_animator" / "animator" / "animator.ckpt").is_file():
-            tiny.write_tiny_id_animator_packs(root, sketch=False)
-        if sketch and not (controlnet / "config.json").is_file():
-            tiny.write_tiny_sparsectrl(controlnet)
-
-
 def _load(base_model, sketch: bool, root: Path | None, memory):
     """Load the pipeline and place it as the memory plan says (offload is enabled after the face adapter loads)."""
     from helpers.pipelines.id_animator import load_id_animator_pipeline
@@ -433,24 +446,6 @@ def _load(base_model, sketch: bool, root: Path | None, memory):
     pipe = load_id_animator_pipeline(base_model=base_model, sketch=sketch, root=root, plan=memory)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _base_provenance(path: Path, smoke: bool) -> dict:
-    """The user's own base model file, for the sidecar (hashing a 2 GB file is not worth the wait)."""
-    source = f"file chosen by the user: {path}"
-    if smoke:
-        source += " (SMOKE: the tiny community model ran instead)"
-    return {"pack": None, "role": "base_model", "source": source, "size_bytes": path.stat().st_size}
-
-
-def _run_identity(p: Plan, provenance: list[dict], base_model: str, memory) -> dict:
-    """What besides the parameters decides a run's numbers (:func:`helpers.resume.run_key`): the weights, the base
-    model file, the face photos' and sketches' contents, and the memory plan (device, dtype, decode chunk)."""
-    from helpers import resume
-
-    sketches = hashlib.sha256(b"".join(np.ascontiguousarray(s).tobytes() for s in p.sketches)).hexdigest()
-    return {"weights": provenance, "base_model": base_model, "faces": [resume.file_identity(f.path) for f in p.faces],
-            "sketches": sketches if p.sketch else None, "memory_plan": memory.as_dict()}
 
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
@@ -473,9 +468,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         p = plan(params)
         if progress is not None:
             progress("faces", len(p.faces), len(p.faces))
-    root = _packs_root(smoke)
+    root = packs_root(smoke)
     if smoke:
-        _ensure_smoke_packs(root, sketch=p.sketch)
+        ensure_smoke_packs(root, sketch=p.sketch)
     base_model = p.base_model
     if smoke and params.base_model == "file":  # the tiny single-file model stands in for the user's checkpoint
         base_model = weights.resolve("id_animator", "community_model", root)
@@ -486,20 +481,17 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     runtime.reset_peak_memory()
     identity = str(base_model) if params.base_model != "file" else \
         f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
-    provenance = [weights.provenance(pack, role, root) for pack, role in roles]
-    if params.base_model == "file":
-        provenance.append(_base_provenance(Path(p.base_model), smoke))
-    if not params.already_cropped and not smoke:
-        provenance.append(weights.provenance("insightface", "detector"))
-    run_state = resume.RunState.open(NAME, params, identity=_run_identity(p, provenance, identity, memory),
-                                     progress=progress)
+    used = provenance(roles, root, base_model_file=Path(p.base_model) if params.base_model == "file" else None,
+                      detector=not params.already_cropped and not smoke, smoke=smoke)
+    run_state = resume.RunState.open(NAME, params, progress=progress, identity=run_identity(
+        used, identity, [f.path for f in p.faces], p.sketches, memory))
     recorder = run_state.loop()
 
     with timings.stage("load"):
         if progress is not None:
             progress("load", 0, 1)
         key = f"{NAME}:{root}:{identity}:sketch={p.sketch}:{memory.tier}:{memory.dtype_name}:{memory.device}"
-        with _quiet_libraries():
+        with quiet_libraries():
             pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
         if progress is not None:
             progress("load", 1, 1)
@@ -528,7 +520,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         args.update(sketches=[PIL.Image.fromarray(s) for s in p.sketches], sketch_frame_indices=p.sketch_indices,
                     sketch_scale=params.sketch_scale)
     faces = [f.prepared.image for f in p.faces]
-    with timings.stage("generate"), warnings.catch_warnings(), _quiet_libraries():
+    with timings.stage("generate"), warnings.catch_warnings(), quiet_libraries():
         warnings.filterwarnings("ignore", message=".*tokens long; CLIP reads only")  # already said by plan()
         frames = pipe(faces, p.prompt, p.negative_prompt, **args).frames[0]
 
@@ -538,7 +530,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
                             sketch_frames=", ".join(map(str, p.sketch_indices)) if p.sketch else params.sketch_frames)
     meta = {
         "method": "ID-Animator (AnimateDiff v2 + face adapter)" + (" + SparseCtrl scribble" if p.sketch else ""),
-        "weights": provenance,
+        "weights": used,
         "memory_plan": memory.as_dict(),
         "inputs": {
             "faces": [{"file": str(f.path),
