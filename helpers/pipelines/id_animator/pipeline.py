@@ -3,6 +3,8 @@
 The loop is the one ID-Animator runs (classifier-free guidance over ``[uncond, cond]``, DDIM with eta 0, per-frame
 VAE decode); the model is stock ``UNetMotionModel`` with the face adapter loaded as IP-Adapter-Plus + LoRA. Context per
 row: 77 text tokens, and 16 face tokens that the IP-Adapter processors attend to with the same (LoRA) query.
+``on_state`` receives the loop's state after every step and every decoded chunk; ``resume_from`` continues from one
+(:mod:`helpers.pipelines.loop_state`): the same seed gives the same video as an uninterrupted call.
 
 >>> from helpers.pipelines.id_animator import load_id_animator_pipeline
 >>> pipe = load_id_animator_pipeline()                           # official weights from the Drive root
@@ -314,7 +316,7 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
                         returned = callback_on_step_end(self, step, t, tensors) or {}
                         latents = returned.get("latents", latents)
                     if on_state is not None:
-                        on_state(loop_state(self, step + 1, len(timesteps), latents, generator))
+                        on_state(step_state(self, step + 1, len(timesteps), latents, generator))
                     progress_bar.update()
         finally:
             if isinstance(mixer, FaceTokenMixer):
@@ -331,7 +333,7 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         return AnimateDiffPipelineOutput(frames=video) if return_dict else (video,)
 
 
-def loop_state(pipe, step: int, total: int, latents: torch.Tensor, generator, decoded=None) -> LoopState:
+def step_state(pipe, step: int, total: int, latents: torch.Tensor, generator, decoded=None) -> LoopState:
     """The loop's state after ``step`` of ``total`` steps (live tensors; ``decoded``: the chunks decoded so far)."""
     return LoopState(step=step, total=total, latents=latents, scheduler=scheduler_snapshot(pipe.scheduler),
                      generators=generator_states(generator), decoded=list(decoded or []),
@@ -354,7 +356,7 @@ def decode_resume(pipe, resume_from: LoopState | None, on_state: StateCallback |
     on_chunk = None
     if on_state is not None:
         def on_chunk(chunks):
-            on_state(loop_state(pipe, total, total, latents, generator, decoded=chunks))
+            on_state(step_state(pipe, total, total, latents, generator, decoded=chunks))
     return {"done": done, "on_chunk": on_chunk}
 
 
