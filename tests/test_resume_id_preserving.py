@@ -67,24 +67,21 @@ def _isolated(monkeypatch, shared_smoke):
 @pytest.fixture
 def calls(monkeypatch):
     """Count the motion UNet's calls (one per denoising step: guidance runs both halves in one batch) and the VAE's
-    decode calls (one per chunk); with ``kill_unet_at`` set, that UNet call raises :class:`Killed` (a stop in the
-    middle of a step)."""
-    forward, decode = UNetMotionModel.forward, AutoencoderKL.decode
-    counter = {"unet": 0, "decode": 0, "kill_unet_at": None}
+    decode calls (one per chunk); with ``kill`` set to ``(model, n)``, that model's n-th call raises
+    :class:`Killed` (a stop in the middle of a step or of a chunk)."""
+    counter = {"unet": 0, "decode": 0, "kill": None}
 
-    def counted_forward(self, *args, **kwargs):
-        counter["unet"] += 1
-        if counter["unet"] == counter["kill_unet_at"]:
-            counter["kill_unet_at"] = None
-            raise Killed("inside the UNet")
-        return forward(self, *args, **kwargs)
+    def counted(name, method):
+        def call(self, *args, **kwargs):
+            counter[name] += 1
+            if counter["kill"] == (name, counter[name]):
+                counter["kill"] = None
+                raise Killed(f"inside {name} call {counter[name]}")
+            return method(self, *args, **kwargs)
+        return call
 
-    def counted_decode(self, *args, **kwargs):
-        counter["decode"] += 1
-        return decode(self, *args, **kwargs)
-
-    monkeypatch.setattr(UNetMotionModel, "forward", counted_forward)
-    monkeypatch.setattr(AutoencoderKL, "decode", counted_decode)
+    monkeypatch.setattr(UNetMotionModel, "forward", counted("unet", UNetMotionModel.forward))
+    monkeypatch.setattr(AutoencoderKL, "decode", counted("decode", AutoencoderKL.decode))
     return counter
 
 
@@ -93,8 +90,7 @@ def _sidecar(result) -> dict:
 
 
 def _check_resumed(result, reference, out, progress: KillAt, line: str) -> None:
-    result_frames, reference_run = result.frames, reference[0]
-    assert np.array_equal(result_frames, reference_run.frames)
+    assert np.array_equal(result.frames, reference[0].frames)
     assert _sidecar(result)["resume"]["resumed"] is True
     assert progress.resumed_lines() == [line]
     assert len(list(out.glob("*.mp4"))) == len(list(reference[1].glob("*.mp4")))  # no second video for the run
@@ -106,7 +102,8 @@ KILLS = {
     "in step 2": ("resuming from step 1 of 2", 1, 2),
     "between steps": ("resuming from step 1 of 2", 1, 2),
     "after the last step": ("resuming from step 2 of 2", 0, 2),
-    "in the decode": ("resuming from decoding, 1 chunks done", 0, 1),
+    "between chunks": ("resuming from decoding, 1 chunks done", 0, 1),
+    "in chunk 2": ("resuming from decoding, 1 chunks done", 0, 1),
     "before the sidecar": ("resuming from decoding, 2 chunks done", 0, 0),
 }
 
@@ -119,9 +116,9 @@ def test_a_stopped_run_continues_to_the_same_video(where, tmp_path, shared_smoke
         with kill_before_sidecar(monkeypatch), pytest.raises(Killed):
             task.run(params)
     else:
-        calls["kill_unet_at"] = 2 if where == "in step 2" else None
+        calls["kill"] = {"in step 2": ("unet", 2), "in chunk 2": ("decode", 2)}.get(where)
         stop = {"between steps": KillAt("denoise", 1), "after the last step": KillAt("denoise", 2),
-                "in the decode": KillAt("decode", 1)}.get(where, KillAt())
+                "between chunks": KillAt("decode", 1)}.get(where, KillAt())
         with pytest.raises(Killed):
             task.run(params, progress=stop)
     assert len(state_folders(tmp_path)) == 1
