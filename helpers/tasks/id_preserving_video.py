@@ -13,6 +13,9 @@ AnimateDiff's SparseCtrl scribble ControlNet.
 >>> result = task.run(params)                  # mp4 + face | video preview + JSON sidecar under <Drive root>/outputs
 >>> result.show()
 
+An interrupted run keeps its progress in ``<output folder>/.resume/`` (:mod:`helpers.resume`) and the same settings
+run again continue from the last saved denoising step or decoded chunk; ``fresh_start=True`` discards it.
+
 ``PRESETS`` are the original repository's examples (its inference script and its demo page), fetched from GitHub on
 first use with :func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame lists are read by
 :mod:`helpers.pipelines.id_animator.sketch_inputs`.
@@ -20,10 +23,8 @@ first use with :func:`helpers.tasks.inputs.fetch_input`; sketch grids and frame 
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,7 +45,13 @@ from helpers.tasks.base import (
     is_smoke,
     param,
     run_memory_plan,
-    weights_root,
+)
+from helpers.tasks.id_preserving_weights import (
+    ensure_smoke_packs,
+    packs_root,
+    provenance,
+    quiet_libraries,
+    run_identity,
 )
 from helpers.tasks.inputs import FaceInput, local_input, marked_photo, prepare_face_input, synthetic_picture
 
@@ -289,7 +296,7 @@ def _tokenizer(smoke: bool):
     from helpers import weights
 
     try:
-        folder = str(weights.resolve("sd15", "base", _packs_root(smoke)))
+        folder = str(weights.resolve("sd15", "base", packs_root(smoke)))
     except MissingWeightsError:
         return None
     if folder not in _TOKENIZERS:
@@ -302,7 +309,7 @@ def _check_prompt_length(prompt: str, what: str, smoke: bool) -> list[str]:
     from helpers.pipelines.id_animator import warn_if_prompt_truncated
 
     tokenizer = _tokenizer(smoke)
-    with warnings.catch_warnings(record=True) as caught, _quiet_libraries():
+    with warnings.catch_warnings(record=True) as caught, quiet_libraries():
         warnings.simplefilter("always")
         warn_if_prompt_truncated(tokenizer, prompt, what)
     for w in caught:
@@ -432,51 +439,6 @@ def preview_inputs(params: Params) -> InputPreview:
 # ------------------------------------------------------------------------------------------------------------ run
 
 
-def _packs_root(smoke: bool) -> Path | None:
-    """The weights root (:func:`~helpers.tasks.base.weights_root`); in SMOKE mode the tiny packs are written first."""
-    root = weights_root(smoke)
-    if smoke:
-        _ensure_smoke_packs(root, sketch=False)
-    return root
-
-
-class _DropTokenizerNotice(logging.Filter):
-    """The tokenizer's over-length notice: the task says it in its own words (``plan().notes``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token indices sequence length is longer" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_libraries():
-    from transformers.utils import logging as hf_logging
-
-    logger = logging.getLogger("transformers.tokenization_utils_base")
-    notice = _DropTokenizerNotice()
-    logger.addFilter(notice)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards" while SMOKE packs are written
-    try:
-        yield
-    finally:
-        logger.removeFilter(notice)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _ensure_smoke_packs(root: Path, *, sketch: bool) -> None:
-    """Write the tiny random-weight packs into the SMOKE root once (the animator file is written last)."""
-    from helpers.testing import id_animator as tiny
-
-    models = root / "models"
-    controlnet = models / "sparsectrl_scribble" / "controlnet"
-    with _quiet_libraries():
-        if not (models / "id_animator" / "animator" / "animator.ckpt").is_file():
-            tiny.write_tiny_id_animator_packs(root, sketch=False)
-        if sketch and not (controlnet / "config.json").is_file():
-            tiny.write_tiny_sparsectrl(controlnet)
-
-
 def _load(base_model, sketch: bool, root: Path | None, memory):
     """Load the pipeline and place it as the memory plan says (offload is enabled after the face adapter loads)."""
     from helpers.pipelines.id_animator import load_id_animator_pipeline
@@ -486,23 +448,17 @@ def _load(base_model, sketch: bool, root: Path | None, memory):
     return pipe
 
 
-def _base_provenance(path: Path, smoke: bool) -> dict:
-    """The user's own base model file, for the sidecar (hashing a 2 GB file is not worth the wait)."""
-    source = f"file chosen by the user: {path}"
-    if smoke:
-        source += " (SMOKE: the tiny community model ran instead)"
-    return {"pack": None, "role": "base_model", "source": source, "size_bytes": path.stat().st_size}
-
-
 def run(params: Params, *, progress: Progress | None = None) -> Result:
     """Generate the video; the returned ``Result`` also holds ``face_crops`` (the 224x224 faces used).
 
     Order: check everything (``InputError``; face detection included) → find the weights (``MissingWeightsError``)
     → the video model (loaded once, kept between runs) → steps → mp4 (+ GIF) + face | video preview + sidecar.
+    The loop's state is kept after every step and decoded chunk (:mod:`helpers.resume`): the same settings run again
+    after an interruption continue from there ("resuming from step k of n").
     """
     import torch
 
-    from helpers import runtime, weights
+    from helpers import resume, runtime, weights
     from helpers.pipelines.id_animator import install_face_token_mixer, set_motion_groupnorm
     from helpers.pipelines.id_animator.loading import required_roles
 
@@ -512,9 +468,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         p = plan(params)
         if progress is not None:
             progress("faces", len(p.faces), len(p.faces))
-    root = _packs_root(smoke)
+    root = packs_root(smoke)
     if smoke:
-        _ensure_smoke_packs(root, sketch=p.sketch)
+        ensure_smoke_packs(root, sketch=p.sketch)
     base_model = p.base_model
     if smoke and params.base_model == "file":  # the tiny single-file model stands in for the user's checkpoint
         base_model = weights.resolve("id_animator", "community_model", root)
@@ -523,14 +479,19 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         weights.resolve(pack, role, root)
     memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
+    identity = str(base_model) if params.base_model != "file" else \
+        f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
+    used = provenance(roles, root, base_model_file=Path(p.base_model) if params.base_model == "file" else None,
+                      detector=not params.already_cropped and not smoke, smoke=smoke)
+    run_state = resume.RunState.open(NAME, params, progress=progress, identity=run_identity(
+        used, identity, [f.path for f in p.faces], p.sketches, memory))
+    recorder = run_state.loop()
 
     with timings.stage("load"):
         if progress is not None:
             progress("load", 0, 1)
-        identity = str(base_model) if params.base_model != "file" else \
-            f"{base_model}:{Path(base_model).stat().st_mtime_ns}"
         key = f"{NAME}:{root}:{identity}:sketch={p.sketch}:{memory.tier}:{memory.dtype_name}:{memory.device}"
-        with _quiet_libraries():
+        with quiet_libraries():
             pipe = cached(key, lambda: _load(base_model, p.sketch, root, memory))
         if progress is not None:
             progress("load", 1, 1)
@@ -539,23 +500,27 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         if model is not None:
             set_motion_groupnorm(model, per_frame=params.per_frame_groupnorm)
 
-    def on_step(_pipe, step, _t, _tensors):
+    chunks = math.ceil(p.frames / memory.vae_decode_chunk)
+
+    def on_state(state):  # the state is kept first: a stop right after a progress line loses nothing
+        recorder(state)
         if progress is not None:
-            progress("denoise", step + 1, p.steps)
-        return {}
+            progress(*(("decode", len(state.decoded), chunks) if state.phase == "decode" else
+                       ("denoise", state.step, state.total)))
 
     device = "cuda" if memory.device == "cuda" and torch.cuda.is_available() else "cpu"
-    args = dict(face_scale=params.face_scale, face_lora=params.face_lora, reference_weights=p.reference_weights, num_frames=p.frames,
-                height=p.height, width=p.width, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
-                generator=torch.Generator(device).manual_seed(params.seed), output_type="np",
-                decode_chunk_size=memory.vae_decode_chunk, callback_on_step_end=on_step)
+    args = dict(face_scale=params.face_scale, face_lora=params.face_lora, reference_weights=p.reference_weights,
+                num_frames=p.frames, height=p.height, width=p.width, num_inference_steps=p.steps,
+                guidance_scale=params.guidance_scale, generator=torch.Generator(device).manual_seed(params.seed),
+                output_type="np", decode_chunk_size=memory.vae_decode_chunk, resume_from=recorder.resume_from,
+                on_state=on_state)
     if p.sketch:
         import PIL.Image
 
         args.update(sketches=[PIL.Image.fromarray(s) for s in p.sketches], sketch_frame_indices=p.sketch_indices,
                     sketch_scale=params.sketch_scale)
     faces = [f.prepared.image for f in p.faces]
-    with timings.stage("generate"), warnings.catch_warnings(), _quiet_libraries():
+    with timings.stage("generate"), warnings.catch_warnings(), quiet_libraries():
         warnings.filterwarnings("ignore", message=".*tokens long; CLIP reads only")  # already said by plan()
         frames = pipe(faces, p.prompt, p.negative_prompt, **args).frames[0]
 
@@ -563,14 +528,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     if smoke:
         effective = replace(params, width=p.width, height=p.height, frames=p.frames, steps=p.steps,
                             sketch_frames=", ".join(map(str, p.sketch_indices)) if p.sketch else params.sketch_frames)
-    provenance = [weights.provenance(pack, role, root) for pack, role in roles]
-    if params.base_model == "file":
-        provenance.append(_base_provenance(Path(p.base_model), smoke))
-    if not params.already_cropped and not smoke:
-        provenance.append(weights.provenance("insightface", "detector"))
     meta = {
         "method": "ID-Animator (AnimateDiff v2 + face adapter)" + (" + SparseCtrl scribble" if p.sketch else ""),
-        "weights": provenance,
+        "weights": used,
         "memory_plan": memory.as_dict(),
         "inputs": {
             "faces": [{"file": str(f.path),
@@ -598,7 +558,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     }
     if smoke:
         meta["requested_params"] = params
-    result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings)
+    result = finish(NAME, effective, frames, params.fps, control=_control_strip(p), meta=meta, timings=timings,
+                    run_state=run_state)
     if params.output_format == "gif":
         result.gif_path = add_gif(result)
     if progress is not None:

@@ -3,6 +3,8 @@
 The loop is the one ID-Animator runs (classifier-free guidance over ``[uncond, cond]``, DDIM with eta 0, per-frame
 VAE decode); the model is stock ``UNetMotionModel`` with the face adapter loaded as IP-Adapter-Plus + LoRA. Context per
 row: 77 text tokens, and 16 face tokens that the IP-Adapter processors attend to with the same (LoRA) query.
+``on_state`` receives the loop's state after every step and every decoded chunk; ``resume_from`` continues from one
+(:mod:`helpers.pipelines.loop_state`): the same seed gives the same video as an uninterrupted call.
 
 >>> from helpers.pipelines.id_animator import load_id_animator_pipeline
 >>> pipe = load_id_animator_pipeline()                           # official weights from the Drive root
@@ -26,6 +28,15 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from helpers.errors import InputError
 
+from ..loop_state import (
+    LoopState,
+    StateCallback,
+    check_resume,
+    generator_states,
+    restore_generators,
+    restore_scheduler,
+    scheduler_snapshot,
+)
 from ..sizes import size_multiple
 from .modules import FaceTokenMixer, IdentityMixing, normalized_reference_weights
 
@@ -142,13 +153,26 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
     # The original divides latents by this constant before decoding (= the SD1.5 VAE's scaling factor).
     latent_scaling_factor = 0.18215
 
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16, *,
+                       done: Sequence[torch.Tensor] = (),
+                       on_chunk: Callable[[list[torch.Tensor]], None] | None = None) -> torch.Tensor:
         """Latents ``[B, 4, F, h, w]`` -> video ``[B, 3, F, H, W]`` in [-1, 1] (float32), frames decoded
-        ``decode_chunk_size`` at a time (each frame independently, as the original's one-by-one decode)."""
+        ``decode_chunk_size`` at a time (each frame independently, as the original's one-by-one decode).
+
+        ``done``: chunks an interrupted call already decoded (only the others are decoded); ``on_chunk(chunks)`` is
+        called after every chunk with the chunks so far."""
         batch, channels, frames, height, width = latents.shape
         per_frame = (latents / self.latent_scaling_factor).transpose(1, 2).reshape(batch * frames, channels, height,
                                                                                    width)
-        decoded = torch.cat([self.vae.decode(chunk).sample for chunk in per_frame.split(max(1, decode_chunk_size))])
+        pieces = per_frame.split(max(1, decode_chunk_size))
+        if len(done) > len(pieces):
+            raise ValueError(f"{len(done)} decoded chunks were saved, this decode has {len(pieces)}")
+        chunks = [chunk.to(latents.device) for chunk in done]
+        for piece in pieces[len(chunks):]:
+            chunks.append(self.vae.decode(piece).sample)
+            if on_chunk is not None:
+                on_chunk(chunks)
+        decoded = torch.cat(chunks)
         return decoded.reshape(batch, frames, *decoded.shape[1:]).transpose(1, 2).float()
 
     # -- conditioning ------------------------------------------------------------------------------------------
@@ -203,6 +227,8 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         return_dict: bool = True,
+        resume_from: LoopState | None = None,
+        on_state: StateCallback | None = None,
     ) -> AnimateDiffPipelineOutput | tuple:
         """Generate a video of the person in ``face_images`` (aligned 224x224 face crops; several = mixed identity).
 
@@ -215,6 +241,8 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         (``latents``, ``prompt_embeds`` = text context [uncond; cond] per frame, ``unet_output`` = the UNet's
         output for [uncond; cond] before guidance); returning ``{"latents": ...}`` replaces the latents.
         Frames: ``output.frames`` in ``output_type`` ("pil", "np", "pt": [1, F, 3, H, W] in [0, 1], "latent").
+        ``resume_from`` / ``on_state``: continue an interrupted call / receive the loop's state after every step and
+        every decoded chunk (:mod:`helpers.pipelines.loop_state`).
         """
         faces = _as_list(face_images)
         mixer = self.unet.encoder_hid_proj
@@ -261,11 +289,17 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         self._num_timesteps = len(timesteps)
         latents = self.prepare_latents(1, self.unet.config.in_channels, num_frames, height, width, text.dtype,
                                        device, generator, latents)
+        start = 0
+        if resume_from is not None:
+            start, latents = continue_from(self, resume_from, len(timesteps), latents, generator)
 
         # 4. Denoising loop.
         try:
             with face_lora_switch(self, face_lora), self.progress_bar(total=len(timesteps)) as progress_bar:
                 for step, t in enumerate(timesteps):
+                    if step < start:
+                        progress_bar.update()
+                        continue
                     model_input = torch.cat([latents] * 2) if do_cfg else latents
                     model_input = self.scheduler.scale_model_input(model_input, t)
                     unet_output = self.unet(model_input, t, encoder_hidden_states=text,
@@ -281,6 +315,8 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
                         tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                         returned = callback_on_step_end(self, step, t, tensors) or {}
                         latents = returned.get("latents", latents)
+                    if on_state is not None:
+                        on_state(step_state(self, step + 1, len(timesteps), latents, generator))
                     progress_bar.update()
         finally:
             if isinstance(mixer, FaceTokenMixer):
@@ -290,10 +326,38 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         if output_type == "latent":
             video = latents
         else:
-            video = self.decode_latents(latents, decode_chunk_size)
+            video = self.decode_latents(latents, decode_chunk_size, **decode_resume(self, resume_from, on_state,
+                                                                                   len(timesteps), latents, generator))
             video = self.video_processor.postprocess_video(video=video, output_type=output_type)
         self.maybe_free_model_hooks()
         return AnimateDiffPipelineOutput(frames=video) if return_dict else (video,)
+
+
+def step_state(pipe, step: int, total: int, latents: torch.Tensor, generator, decoded=None) -> LoopState:
+    """The loop's state after ``step`` of ``total`` steps (live tensors; ``decoded``: the chunks decoded so far)."""
+    return LoopState(step=step, total=total, latents=latents, scheduler=scheduler_snapshot(pipe.scheduler),
+                     generators=generator_states(generator), decoded=list(decoded or []),
+                     phase="decode" if decoded else "denoise")
+
+
+def continue_from(pipe, state: LoopState, total: int, latents: torch.Tensor, generator) -> tuple[int, torch.Tensor]:
+    """Call after ``set_timesteps`` and the initial noise: check ``state``, put the scheduler and the generators where
+    it left them and return the steps already done and the loop's latents (as saved: not scaled again)."""
+    check_resume(state, total, tuple(latents.shape))
+    restore_scheduler(pipe.scheduler, state.scheduler, latents.device)
+    restore_generators(generator, state.generators)
+    return state.step, state.latents.to(device=latents.device, dtype=latents.dtype)
+
+
+def decode_resume(pipe, resume_from: LoopState | None, on_state: StateCallback | None, total: int,
+                  latents: torch.Tensor, generator) -> dict:
+    """``decode_latents``' arguments for a resumable decode: the chunks already decoded and the per-chunk report."""
+    done = resume_from.decoded if resume_from is not None and resume_from.phase == "decode" else []
+    on_chunk = None
+    if on_state is not None:
+        def on_chunk(chunks):
+            on_state(step_state(pipe, total, total, latents, generator, decoded=chunks))
+    return {"done": done, "on_chunk": on_chunk}
 
 
 def motion_max_frames(unet: torch.nn.Module) -> int:

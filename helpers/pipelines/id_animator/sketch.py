@@ -13,7 +13,8 @@ frame lists and drawings on white are turned into these arguments by :mod:`.sket
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import PIL.Image
@@ -23,6 +24,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from helpers.errors import InputError
 
+from ..loop_state import LoopState, StateCallback, check_resume, restore_generators, restore_scheduler
 from ..sizes import size_multiple
 from .modules import FaceTokenMixer, normalized_reference_weights
 from .pipeline import (
@@ -35,8 +37,10 @@ from .pipeline import (
     FaceImage,
     IDAnimatorPipeline,
     _as_list,
+    decode_resume,
     face_lora_switch,
     motion_max_frames,
+    step_state,
     validate_generation_args,
     warn_if_prompt_truncated,
 )
@@ -61,6 +65,7 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
     """ID-Animator + SparseCtrl scribble: face crop(s) + prompt + sketch(es) at chosen frames -> video."""
 
     _decode_chunk_size = DEFAULT_DECODE_CHUNK  # set for the length of a call
+    _decode_resume: Callable[[torch.Tensor], dict] | None = None  # decode_latents' resume arguments, for a call
 
     @property
     def latent_scaling_factor(self) -> float:
@@ -68,7 +73,8 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """The stock loop's decode, ``decode_chunk_size`` frames at a time (the main pipeline's chunked decode)."""
-        return IDAnimatorPipeline.decode_latents(self, latents, self._decode_chunk_size)
+        resuming = self._decode_resume(latents) if self._decode_resume is not None else {}
+        return IDAnimatorPipeline.decode_latents(self, latents, self._decode_chunk_size, **resuming)
 
     @torch.no_grad()
     def __call__(
@@ -97,9 +103,14 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         return_dict: bool = True,
+        resume_from: LoopState | None = None,
+        on_state: StateCallback | None = None,
     ) -> AnimateDiffPipelineOutput | tuple:
         """Generate with sketches: ``sketches[k]`` (white strokes on black, any size; resized to the video) holds
-        frame ``sketch_frame_indices[k]``. Other arguments as ``IDAnimatorPipeline.__call__``."""
+        frame ``sketch_frame_indices[k]``. Other arguments as ``IDAnimatorPipeline.__call__``.
+
+        The stock loop runs unchanged; ``resume_from`` hands it the saved latents and only the timesteps not yet done
+        (:func:`_continue_stock_loop`), and ``on_state`` is called from its step-end callback."""
         faces = _as_list(face_images)
         sketch_list = [sketches] if isinstance(sketches, PIL.Image.Image) else list(sketches or [])
         mixer = self.unet.encoder_hid_proj
@@ -110,6 +121,11 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
             max_frames=motion_max_frames(self.unet), have_prompt_embeds=prompt_embeds is not None,
             size_multiple=size_multiple(self.vae))
         validate_sketches(len(sketch_list), list(sketch_frame_indices), num_frames)
+        total, done = num_inference_steps, resume_from.step if resume_from is not None else 0
+        if resume_from is not None:
+            check_resume(resume_from, total, (1, self.unet.config.in_channels, num_frames,
+                                              height // self.vae_scale_factor, width // self.vae_scale_factor))
+            latents = resume_from.latents
         if prompt_embeds is None:
             warn_if_prompt_truncated(self.tokenizer, prompt)
             warn_if_prompt_truncated(self.tokenizer, negative_prompt, "negative prompt")
@@ -118,8 +134,25 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
         if isinstance(mixer, FaceTokenMixer):
             mixer.reference_weights = normalized_reference_weights(reference_weights, len(faces))
         self._decode_chunk_size = decode_chunk_size
+        full_timesteps: list[torch.Tensor] = []
+        step_end, tensor_inputs = callback_on_step_end, list(callback_on_step_end_tensor_inputs)
+        if on_state is not None or done:
+            def step_end(pipe, i, t, tensors):
+                wanted = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                returned = (callback_on_step_end(pipe, i + done, t, wanted) or {}) if callback_on_step_end else {}
+                if on_state is not None:
+                    state = step_state(pipe, i + done + 1, total, returned.get("latents", tensors["latents"]),
+                                       generator)
+                    state.scheduler["timesteps"] = {"value": full_timesteps[0].cpu(), "tuple": False}
+                    on_state(state)
+                return returned
+
+            tensor_inputs = sorted(set(tensor_inputs) | {"latents"})
+        self._decode_resume = lambda final: decode_resume(self, resume_from, on_state, total, final, generator)
         try:
-            with face_lora_switch(self, face_lora):
+            with face_lora_switch(self, face_lora), _continue_stock_loop(self.scheduler, resume_from, full_timesteps):
+                if resume_from is not None:
+                    restore_generators(generator, resume_from.generators)
                 return super().__call__(
                     prompt=None if prompt_embeds is not None else prompt,
                     negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
@@ -128,10 +161,35 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
                     controlnet_frame_indices=list(sketch_frame_indices), controlnet_conditioning_scale=sketch_scale,
                     num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale, generator=generator, latents=latents, output_type=output_type,
-                    callback_on_step_end=callback_on_step_end,
-                    callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), return_dict=return_dict,
+                    callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=tensor_inputs,
+                    return_dict=return_dict,
                 )
         finally:
-            del self._decode_chunk_size
+            del self._decode_chunk_size, self._decode_resume
             if isinstance(mixer, FaceTokenMixer):
                 mixer.reference_weights = None
+
+
+@contextlib.contextmanager
+def _continue_stock_loop(scheduler, state: LoopState | None, full_timesteps: list) -> Iterator[None]:
+    """The stock loop walks ``scheduler.timesteps`` as ``set_timesteps`` leaves them and starts from the latents it is
+    given (times ``init_noise_sigma``, 1 for DDIM). To continue a saved state, ``set_timesteps`` is followed, for
+    the length of the call, by putting the saved scheduler state back and keeping only the timesteps not done yet
+    (DDIM steps by the timestep it is given, not by position). ``full_timesteps`` receives every timestep, for the
+    states this call reports."""
+    original = scheduler.set_timesteps
+
+    def set_timesteps(*args, **kwargs):
+        original(*args, **kwargs)
+        full_timesteps[:] = [scheduler.timesteps]
+        if state is not None:
+            restore_scheduler(scheduler, state.scheduler, scheduler.timesteps.device)
+            scheduler.timesteps = scheduler.timesteps[state.step:]
+
+    if state is not None and scheduler.init_noise_sigma != 1.0:
+        raise ValueError(f"resuming needs a scheduler that starts from unscaled noise, not {type(scheduler).__name__}")
+    scheduler.set_timesteps = set_timesteps
+    try:
+        yield
+    finally:
+        del scheduler.set_timesteps
