@@ -102,8 +102,8 @@ KILLS = {
     "in step 2": ("resuming from step 1 of 2", 1, 2),
     "between steps": ("resuming from step 1 of 2", 1, 2),
     "after the last step": ("resuming from step 2 of 2", 0, 2),
-    "between chunks": ("resuming from decoding, 1 chunks done", 0, 1),
-    "in chunk 2": ("resuming from decoding, 1 chunks done", 0, 1),
+    "between chunks": ("resuming from decoding, 1 chunk done", 0, 1),
+    "in chunk 2": ("resuming from decoding, 1 chunk done", 0, 1),
     "before the sidecar": ("resuming from decoding, 2 chunks done", 0, 0),
 }
 
@@ -163,7 +163,7 @@ def test_two_seeds_in_one_folder_keep_their_own_state(tmp_path, shared_smoke):
     assert len(state_folders(tmp_path)) == 2
     progress_four, progress_three = KillAt(), KillAt()
     result_four = task.run(four, progress=progress_four)
-    assert progress_four.resumed_lines() == ["resuming from decoding, 1 chunks done"]
+    assert progress_four.resumed_lines() == ["resuming from decoding, 1 chunk done"]
     assert len(state_folders(tmp_path)) == 1  # seed 3's state is still waiting
     result_three = task.run(three, progress=progress_three)
     assert progress_three.resumed_lines() == ["resuming from step 1 of 2"]
@@ -208,7 +208,7 @@ def sketch_reference(shared_smoke, tmp_path_factory):
 
 
 @pytest.mark.parametrize("stop,line,steps,chunks", [(("denoise", 1), "resuming from step 1 of 2", 1, 2),
-                                                    (("decode", 1), "resuming from decoding, 1 chunks done", 0, 1)])
+                                                    (("decode", 1), "resuming from decoding, 1 chunk done", 0, 1)])
 def test_a_stopped_sketch_run_continues_to_the_same_video(stop, line, steps, chunks, tmp_path, sketch_reference,
                                                           calls):
     with pytest.raises(Killed):
