@@ -180,7 +180,8 @@ class ZeroShotPosePipeline(DiffusionPipeline):
             resume_from / on_state: continue an interrupted call, and report the state after every step and every
                 decoded chunk (:mod:`helpers.pipelines.loop_state`). The starting noise, the source latents and the
                 text are prepared again (the same for the same inputs and seed); the loop carries only its latents
-                and its count of frame evaluations (``extra["frame_steps"]``) from one step to the next.
+                and its count of frame evaluations (``extra["frame_steps"]``) from one step to the next. Decoded
+                chunks are kept as the output's frames (uint8 for ``"uint8"``: a quarter of float32).
         """
         options = options or ConsistencyOptions()
         check_call_inputs(prompt=prompt, negative_prompt=negative_prompt, poses=poses, options=options,
@@ -260,9 +261,8 @@ class ZeroShotPosePipeline(DiffusionPipeline):
             frames = latents
         else:
             on_chunk = None if on_state is None else (lambda chunks: on_state(state(len(timesteps), chunks)))
-            frames = self.decode_latents(latents, progress=report, decoded=decoded, on_chunk=on_chunk)
-            if output_type == "uint8":
-                frames = (frames * 255.0).round().astype(np.uint8)
+            frames = self.decode_latents(latents, progress=report, decoded=decoded, on_chunk=on_chunk,
+                                         uint8=output_type == "uint8")
         self.maybe_free_model_hooks()
         return ZeroShotPoseOutput(frames=frames, frame_steps=frame_steps)
 
@@ -404,17 +404,22 @@ class ZeroShotPosePipeline(DiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor, *, progress: Progress | None = None,
                        decoded: Sequence[np.ndarray] = (),
-                       on_chunk: Callable[[list[np.ndarray]], None] | None = None) -> np.ndarray:
-        """Scaled latents ``[F, C, h, w]`` → ``[F, H, W, 3]`` float32 in [0, 1], ``vae_batch_size`` frames at a time.
+                       on_chunk: Callable[[list[np.ndarray]], None] | None = None, uint8: bool = False) -> np.ndarray:
+        """Scaled latents ``[F, C, h, w]`` → ``[F, H, W, 3]`` float32 in [0, 1] (``uint8``: 0-255, rounded),
+        ``vae_batch_size`` frames at a time.
 
         ``decoded``: chunks already decoded (their frames are not decoded again, whatever their size);
         ``on_chunk(chunks)`` is called with every chunk so far after each new one."""
+        dtype = np.uint8 if uint8 else np.float32
+        if any(chunk.dtype != dtype for chunk in decoded):
+            raise ValueError(f"the decoded frames given are not {np.dtype(dtype).name}, as this call decodes")
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         frames = list(decoded)
         for start in range(sum(len(chunk) for chunk in frames), len(latents), self.vae_batch_size):
             batch = latents[start:start + self.vae_batch_size] / self.vae.config.scaling_factor + shift
             images = self.vae.decode(batch.to(self.vae.dtype)).sample.float()
-            frames.append((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+            images = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+            frames.append((images * 255.0).round().astype(np.uint8) if uint8 else images)
             if on_chunk is not None:
                 on_chunk(frames)
             if progress:
