@@ -157,8 +157,10 @@ def test_the_pipeline_continues_from_every_step_and_chunk_bit_for_bit(tiny_pipe,
     for state in states[:-1]:
         unet.reset()
         decoded.clear()
+        given = state.latents.clone()
         resumed = call(resume_from=state)
         assert np.array_equal(resumed.frames, expected.frames), (state.phase, state.step, len(state.decoded))
+        assert torch.equal(state.latents, given)  # the state given is left as it was
         assert resumed.frame_steps == expected.frame_steps
         assert unet.count <= 3 - state.step and len(decoded) == 2 - len(state.decoded)  # nothing done twice
 

@@ -218,7 +218,8 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         frame_steps, start, decoded = 0, 0, []
         if resume_from is not None:
             check_resume(resume_from, len(timesteps), tuple(latents.shape))
-            latents = resume_from.latents.to(device, latents.dtype)  # the loop's own latents: not scaled again
+            # the loop's own latents (not scaled again), copied: the loop writes into them
+            latents = resume_from.latents.to(device=device, dtype=latents.dtype, copy=True)
             restore_scheduler(self.scheduler, resume_from.scheduler, device)
             restore_generators(generator, resume_from.generators)
             frame_steps = int(resume_from.extra.get("frame_steps", 0))
