@@ -217,8 +217,9 @@ class RunState:
             (self.folder / old["file"]).unlink(missing_ok=True)
         return time.perf_counter() - start
 
-    def _drop(self, prefix: str) -> None:
-        names = [n for n in self.index["entries"] if n == prefix or n.startswith(prefix + ".")]
+    def _drop(self, prefix: str, *, exact: str | None = None) -> None:
+        """Remove the entries named ``prefix.*`` (and ``exact``, when given)."""
+        names = [n for n in self.index["entries"] if n == exact or n.startswith(prefix + ".")]
         if not names:
             return
         entries = [self.index["entries"].pop(n) for n in names]
@@ -307,7 +308,7 @@ class LoopRecorder:
         state = LoopState(step=saved["step"], total=saved["total"], latents=saved["latents"],
                           scheduler=saved["scheduler"], generators=saved["generators"], extra=saved["extra"],
                           decoded=decoded, phase="decode" if decoded else saved["phase"])
-        where = (f"decoding, {len(decoded)} chunks done" if state.phase == "decode"
+        where = (f"decoding, {len(decoded)} chunk{'' if len(decoded) == 1 else 's'} done" if state.phase == "decode"
                  else f"step {state.step} of {state.total}")
         self.run.resumed[self.name] = {"step": state.step, "of": state.total, "phase": state.phase,
                                        "decoded_chunks": len(decoded)}
@@ -336,5 +337,6 @@ class LoopRecorder:
         self._last_end = time.perf_counter()
 
     def done(self) -> None:
-        """The loop finished and its result is kept elsewhere (or written): drop its state."""
-        self.run._drop(self.name)
+        """The loop finished and its result is kept elsewhere (or written): drop its state (the loop's own
+        entries only; pieces saved under other names stay)."""
+        self.run._drop(f"{self.name}.decoded", exact=self.name)

@@ -112,8 +112,14 @@ class PackPicker:
         self.message.value = "<i>downloading…</i>"
         rows = None
         try:
-            with self.output:
-                rows = weights.download(items, root=self.root, token=self.token, progress=True)
+            failure = None
+            with self.output:  # inside IPython, ipywidgets' Output swallows an exception raised in its block
+                try:
+                    rows = weights.download(items, root=self.root, token=self.token, progress=True)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, outside the output block
+                    failure = exc
+            if failure is not None:
+                raise failure
             self.message.value = "<span style='color:#1b7f3b'>done</span>" + preflight_html(preflight.last_findings)
         except Exception as exc:  # one readable line in the form; the table still shows what is there
             from helpers.ui import error_html

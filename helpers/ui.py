@@ -251,6 +251,10 @@ class TaskForm:
         self.output.clear_output()
         try:
             params = self.params()
+            if getattr(params, "fresh_start", False) and "fresh_start" in self.controls:
+                # Discarding saved progress is a one-time action: if this run is interrupted too, the next
+                # Generate resumes it.
+                self.controls["fresh_start"].value = False
             result = self.task.run(params, progress=self.progress)
         except Exception as exc:  # every failure ends in the output area as one readable line
             self.status.value = ""

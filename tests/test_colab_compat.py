@@ -30,7 +30,7 @@ CELL_TIMEOUT_S = 300  # a SMOKE cell takes seconds; a stuck one fails with its c
 EXPECTED_CONTROLS = {
     "frames": "IntSlider", "brightness": "FloatSlider", "shape": "Dropdown", "prompt": "Textarea",
     "image": "FileField", "fps": "FloatSlider", "loop": "Checkbox", "width": "IntSlider",
-    "seed": "BoundedIntText", "precision": "Dropdown", "output_dir": "Text",
+    "seed": "BoundedIntText", "precision": "Dropdown", "output_dir": "Text", "fresh_start": "Checkbox",
 }
 
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+)
 
 from helpers import resume
 from helpers.pipelines.loop_state import (
@@ -201,3 +206,14 @@ def test_file_identity_follows_the_content(tmp_path):
     folder.mkdir()
     (folder / "0001.png").write_bytes(b"x")
     assert resume.file_identity(folder)["files"] == 1
+
+
+def test_a_finished_loop_drops_only_its_own_state(tmp_path, always_save):
+    run = resume.RunState.open("toy", ToyParams(), folder=tmp_path)
+    run.save("shot.0.frames", torch.ones(2))
+    recorder = run.loop("shot.0")
+    toy_loop(DDIMScheduler(), 3, 1, on_state=recorder)
+    recorder(LoopState(step=3, total=3, latents=torch.zeros(1), decoded=[torch.zeros(1)], phase="decode"))
+    recorder.done()
+    assert sorted(run.index["entries"]) == ["shot.0.frames"]
+    assert sorted(p.name for p in run.folder.glob("*.pt")) == ["shot.0.frames.0.pt"]

@@ -24,3 +24,24 @@ def test_pack_picker_asks_for_a_choice_before_downloading(tmp_path):
     assert picker.download() is None
     assert "tick at least one task" in picker.message.value and not picker.button.disabled
     assert "missing" in picker.table.value
+
+
+def test_a_failed_download_is_reported_as_failed_inside_ipython(tmp_path, monkeypatch):
+    """In a notebook, ipywidgets' Output context swallows exceptions: the failure must still reach the form."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from helpers.errors import WeightsError
+
+    def failing(*args, **kwargs):
+        raise WeightsError("the download of svd_xt_1_1 failed: check the internet connection")
+
+    monkeypatch.setattr(weights, "download", failing)
+    shell = InteractiveShell.instance()
+    try:
+        picker = setup_ui.PackPicker(root=tmp_path, tasks=list(registry.TASKS)[:1])
+        assert picker.download(list(registry.TASKS)[:1]) is None
+    finally:
+        InteractiveShell.clear_instance()
+        del shell
+    assert "check the internet connection" in picker.message.value and "done" not in picker.message.value
+    assert not picker.button.disabled

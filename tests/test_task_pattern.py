@@ -14,7 +14,7 @@ from helpers.tasks.base import check_params, field_specs, params_from_dict
 
 def test_field_specs_put_task_fields_first():
     names = [s.name for s in field_specs(toy_task.Params)]
-    assert names[:3] == ["frames", "brightness", "shape"] and names[-4:] == ["seed", "smoke", "precision", "output_dir"]
+    assert names[:3] == ["frames", "brightness", "shape"] and names[-5:] == ["seed", "smoke", "precision", "output_dir", "fresh_start"]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -239,3 +239,19 @@ def test_every_float_field_of_every_task_refuses_nan(tmp_path):
                 checked.append(f"{name}.{spec.name}")
     assert {"pose_to_dance.guidance_scale", "pose_to_dance.noise_aug_strength", "text_image_to_video.motion_speed",
             "id_preserving_video.mix_weight", "zero_shot_pose_video.guidance_scale"} <= set(checked)
+
+
+def test_fresh_start_is_a_one_time_action_in_the_form(tmp_path):
+    form = ui.TaskForm(toy_task, values={"output_dir": str(tmp_path)})
+    assert isinstance(form.controls["fresh_start"], W.Checkbox) and form.controls["fresh_start"].value is False
+    form.controls["fresh_start"].value = True
+    seen = []
+    original = toy_task.run
+
+    def spy(params, progress=None):
+        seen.append(params.fresh_start)
+        return original(params, progress=progress)
+
+    form.task = type("Task", (), {"run": staticmethod(spy), "Params": toy_task.Params})
+    assert form.generate() is not None
+    assert seen == [True] and form.controls["fresh_start"].value is False  # the next Generate resumes

@@ -364,6 +364,19 @@ def test_smoke_video_mode_starts_from_the_source_frames_with_drawn_poses(pipelin
     assert result.metadata["method"].endswith("(dwpose_body_hand), video")
 
 
+def test_the_precision_setting_reaches_the_memory_plan(monkeypatch):
+    asked = []
+
+    def plan(smoke, precision="auto"):
+        asked.append(precision)
+        raise InputError("stopped before the models")
+
+    monkeypatch.setattr(task, "run_memory_plan", plan)
+    with pytest.raises(InputError, match="stopped before the models"):
+        task.run(task.Params(smoke=True, precision="bfloat16"))
+    assert asked == ["bfloat16"]
+
+
 def test_missing_controlnet_is_named_before_any_model_loads(monkeypatch):
     """Without SMOKE, on packs in the Drive layout: a missing ControlNet stops the run before anything loads."""
     from helpers.errors import MissingWeightsError

@@ -436,15 +436,28 @@ def _video_model_paths(version: str, smoke: bool):
     return ControlNeXtPaths.from_packs(version, root), root
 
 
+def _inputs_digest(inputs: ControlInputs) -> str:
+    """sha256 of the photo and pose frames the video model gets: a saved state is only continued with the very
+    inputs it was computed from (whatever changed in detection or drawing since)."""
+    digest = hashlib.sha256()
+    for array in (inputs.reference, inputs.control):
+        array = np.ascontiguousarray(array)
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
 def run(params: Params, *, progress: Progress | None = None) -> Result:
     """Generate the video; returns a ``Result`` whose extra attribute ``control`` holds the pose frames followed.
 
     Order: check everything (``InputError``) → find the weights (``MissingWeightsError``) → poses (DWPose, cached)
     → DWPose freed → video model (loaded once, kept between runs) → windows × steps → mp4 + preview + sidecar.
+    The state after every step and every decoded chunk is kept beside the outputs (:mod:`helpers.resume`): the same
+    settings run again continue an interrupted run.
     """
     import torch
 
-    from helpers import runtime, weights
+    from helpers import resume, runtime, weights
     from helpers.pipelines.controlnext_svd import DEFAULTS, load_pipeline, window_schedule
 
     timings = Timings()
@@ -461,13 +474,24 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         pipe = cached(key, lambda: load_pipeline(paths, version=params.version, plan=memory))
     time_ids = ((params.fps_id, params.motion_bucket_id, params.time_noise_aug) if params.override_time_ids
                 else ORIGINAL_TIME_IDS)
+    weight_records = [weights.provenance(f"controlnext_svd_{params.version}", role, root)
+                      for role in ("unet", "controlnext")]
+    weight_records += [weights.provenance("svd_xt_1_1", "components", root)] + inputs.dwpose_weights
+    decode_chunk = min(DEFAULTS[params.version]["decode_chunk_size"],
+                       pipe.max_decode_chunk or DEFAULTS[params.version]["decode_chunk_size"])
+    run_state = resume.RunState.open(NAME, params, progress=progress, identity={
+        "weights": weight_records, "reference_image": resume.file_identity(p.reference),
+        "driving_video": resume.file_identity(p.video), "pipeline_inputs": _inputs_digest(inputs),
+        # what the numbers depend on beyond the settings: the precision, the device kind and the decoded clip length
+        "dtype": memory.dtype_name, "device": memory.device, "decode_chunk": decode_chunk})
+    recorder = run_state.loop("video")
     with timings.stage("generate"):
         output = pipe(
             inputs.reference, inputs.control, height=p.height, width=p.width, num_frames=p.num_frames,
             frames_per_window=p.window, overlap=p.overlap, num_inference_steps=p.steps,
             guidance_scale=params.guidance_scale, noise_aug_strength=params.noise_aug_strength,
             added_time_ids=[float(v) for v in time_ids], generator=torch.Generator("cpu").manual_seed(params.seed),
-            output_type="np", progress=progress,
+            output_type="np", progress=progress, resume_from=recorder.resume_from, on_state=recorder,
         )
     frames, control = output.frames, inputs.control
     if params.drop_first_frame:
@@ -481,9 +505,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     align = inputs.alignment
     meta = {
         "method": f"ControlNeXt-SVD {params.version}",
-        "weights": [weights.provenance(f"controlnext_svd_{params.version}", role, root)
-                    for role in ("unet", "controlnext")]
-        + [weights.provenance("svd_xt_1_1", "components", root)] + inputs.dwpose_weights,
+        "weights": weight_records,
         "memory_plan": memory.as_dict(),
         "inputs": {"reference_image": str(p.reference), "driving_video": str(p.video), "downloaded_from": p.sources,
                    "video_frames": p.video_frames, "video_fps": p.video_fps},
@@ -500,12 +522,12 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
         "fps_rule": fps_rule(params),
         "generation": {"width": p.width, "height": p.height, "frames": p.num_frames, "windows": len(windows),
                        "unet_calls": len(windows) * p.steps, "added_time_ids": list(time_ids),
-                       "decode_chunk": min(DEFAULTS[params.version]["decode_chunk_size"],
-                                           pipe.max_decode_chunk or DEFAULTS[params.version]["decode_chunk_size"])},
+                       "decode_chunk": decode_chunk},
         "smoke": smoke,
     }
     if smoke:
         meta["requested_params"] = params
-    result = finish(NAME, effective, frames, output_fps(params, p), control=control, meta=meta, timings=timings)
+    result = finish(NAME, effective, frames, output_fps(params, p), control=control, meta=meta, timings=timings,
+                    run_state=run_state)
     result.control = control
     return result

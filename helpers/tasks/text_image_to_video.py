@@ -23,7 +23,6 @@ model as ``base_model`` instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from contextlib import contextmanager
@@ -62,7 +61,6 @@ MAX_IMAGE_EDGE = 1280  # ... lowered so that the longer side stays within this m
 NO_IMAGE_SIDE = 512  # size without a picture (the README's memory figures are for 512x512)
 MAX_FRAMES = 240
 SD15_TEXT_WIDTH = 768  # cross-attention width of every SD1.5 model (SD2: 1024, SDXL: 2048)
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet"}
 REFERENCE_ROLES = ("referencenet", "image_encoder", "ip_adapter_image_proj")
 FIRST_FRAME_STEPS = 30  # the original's first-frame generation (text-to-image, guidance 7.5)
@@ -295,48 +293,6 @@ def validate(params: Params) -> None:
 
 # ---------------------------------------------------------------------------------------------------- base model
 
-_CROSS_ATTENTION_KEYS = ("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",  # diffusers names
-                         "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")  # original
-
-
-def _text_width(path: Path) -> int:
-    """Cross-attention width of the UNet in an SD model folder or file (768 for SD1.5), read from its config or
-    its file header; ``InputError`` when it holds no such UNet."""
-    what = f"base model {path.name}"
-    if path.is_dir():
-        for config in (path / "unet" / "config.json", path / "config.json"):
-            if config.is_file():
-                width = json.loads(config.read_text()).get("cross_attention_dim")
-                if isinstance(width, int):
-                    return width
-        raise InputError(f"{what} is not a diffusers SD1.5 folder (no unet/config.json): give the model's folder or "
-                         "one .safetensors/.ckpt file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                shapes = {k: handle.get_slice(k).get_shape() for k in _CROSS_ATTENTION_KEYS if k in handle.keys()}
-        elif suffix in PICKLE_SUFFIXES:
-            import torch
-
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # an original LDM .ckpt
-                state = state["state_dict"]
-            shapes = {k: list(state[k].shape) for k in _CROSS_ATTENTION_KEYS if isinstance(state, dict) and k in state}
-        else:
-            raise InputError(f"{what}: unknown format {suffix or '(no suffix)'}: give a diffusers folder or a "
-                             ".safetensors/.ckpt file")
-    except InputError:
-        raise
-    except Exception as exc:  # a damaged or foreign file
-        raise InputError(f"cannot read {what} ({type(exc).__name__}): give an SD1.5 .safetensors/.ckpt file or a "
-                         "diffusers folder") from None
-    if not shapes:
-        raise InputError(f"{what} holds no SD1.5 UNet (a LoRA or an SDXL/SD2 file?): give a full SD1.5 model")
-    return int(next(iter(shapes.values()))[1])
-
 
 def resolve_base_model(value: str, smoke: bool) -> tuple[Path | None, str | None]:
     """(the base model path, or None for majicmix; a note for the sidecar). SMOKE mode runs an own SD1.5 model as
@@ -347,7 +303,9 @@ def resolve_base_model(value: str, smoke: bool) -> tuple[Path | None, str | None
     path = Path(value).expanduser()
     if not path.exists():
         raise InputError(f"base model not found: {path} — give 'majicmix' or the path of an SD1.5 model folder/file")
-    width = _text_width(path)
+    from helpers.pipelines.musev.base_model import text_width
+
+    width = text_width(path)
     if smoke:
         from helpers.testing.musev import TINY_WIDTHS
 
@@ -523,10 +481,13 @@ def _provenance(variant: str, base: Path | None, root: Path | None) -> list[dict
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
     """Generate the video. Order: check everything (``InputError``) → find the weights (``MissingWeightsError``) →
-    the pipeline (loaded once, kept between runs) → windows × steps → decode → mp4 + preview + sidecar."""
+    the pipeline (loaded once, kept between runs) → windows × steps → decode → mp4 + preview + sidecar. An
+    interrupted run with the same settings continues where it stopped (:mod:`helpers.resume`): after its last
+    saved step, and never recomputing a finished serial shot."""
     import torch
 
-    from helpers import runtime, weights
+    from helpers import resume, runtime, weights
+    from helpers.pipelines.musev.loops import denoising_loops
 
     timings = Timings()
     smoke = is_smoke(params)
@@ -545,6 +506,11 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
                 progress("weights", done, len(roles))
     memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
+    weight_records = _provenance(variant, p.base_model, root)
+    run_state = resume.RunState.open(NAME, params, identity={
+        "weights": weight_records, "dtype": memory.dtype_name, "device": str(memory.device),
+        "condition_image": None if p.image is None else resume.file_identity(p.image)}, progress=progress)
+    recorders = [run_state.loop(name, label=label) for name, label in denoising_loops(p.shots, p.image is None)]
 
     with timings.stage("load"):
         if progress is not None:
@@ -564,7 +530,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             context_overlap=p.overlap, ip_adapter_scale=params.ip_adapter_scale,
             first_frame_steps=min(FIRST_FRAME_STEPS, p.steps) if smoke else FIRST_FRAME_STEPS,
             generator=torch.Generator("cpu").manual_seed(params.seed), output_type="np",
-            decode_chunk_size=memory.vae_decode_chunk, progress=progress)
+            decode_chunk_size=memory.vae_decode_chunk, progress=progress,
+            resume_from=[r.resume_from for r in recorders], on_state=recorders)
     frames, output_notes = output.frames, list(output.notes)
     del output  # the latents are not needed any more
 
@@ -575,7 +542,7 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     meta = {
         "method": f"MuseV {variant} on SD1.5 ("
                   + ("serial shots)" if p.shots > 1 else "visual-conditioned parallel denoising)"),
-        "weights": _provenance(variant, p.base_model, root),
+        "weights": weight_records,
         "memory_plan": memory.as_dict(),
         "inputs": {"condition_image": None if p.image is None else str(p.image), "downloaded_from": p.sources,
                    "first_frame": "the condition image" if p.image is not None else FIRST_FRAME},
@@ -595,7 +562,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     }
     if smoke:
         meta["requested_params"] = params
-    result = finish(NAME, effective, frames, params.fps, control=condition, meta=meta, timings=timings)
+    result = finish(NAME, effective, frames, params.fps, control=condition, meta=meta, timings=timings,
+                    run_state=run_state)
     if progress is not None:
         progress("save", 1, 1)
     return result

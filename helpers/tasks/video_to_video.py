@@ -459,10 +459,12 @@ def _load(params: Params, p: Plan, root: Path | None, memory):
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
     """Generate the video. Order: every input and condition (``InputError``) → the weights, ControlNet included
-    (``MissingWeightsError``) → the pipeline (loaded once, kept between runs) → windows × steps → mp4 + sidecar."""
+    (``MissingWeightsError``) → the pipeline (loaded once, kept between runs) → windows × steps → mp4 + sidecar. An
+    interrupted run with the same settings and input files continues after its last saved step
+    (:mod:`helpers.resume`)."""
     import torch
 
-    from helpers import runtime, weights
+    from helpers import resume, runtime, weights
 
     timings = Timings()
     smoke = is_smoke(params)
@@ -477,8 +479,17 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             weights.resolve("musev", role, root)
             if progress is not None:
                 progress("weights", done, len(roles))
-    memory = run_memory_plan(smoke)
+    memory = run_memory_plan(smoke, params.precision)
     runtime.reset_peak_memory()
+    weight_records = [weights.provenance("musev", role, root) for role in roles]
+    if p.base_model is not None:
+        weight_records.append({"pack": None, "role": "base_model", "source": f"chosen by the user: {p.base_model}"})
+    weight_records += inputs.provenance
+    run_state = resume.RunState.open(NAME, params, identity={
+        "weights": weight_records, "dtype": memory.dtype_name, "device": str(memory.device),
+        "inputs": [resume.file_identity(path) for path in (p.video, p.image, p.condition_video) if path is not None]},
+        progress=progress)
+    recorder = run_state.loop()
     with timings.stage("load"):
         identity = p.base_role if p.base_model is None else \
             f"{p.base_model.resolve()}:{file_stamp(p.base_model) if p.base_model.is_file() else ''}"
@@ -495,7 +506,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
             video=inputs.video[1:] if params.which2video == "video" else None,
             controlnet_conditioning_scale=params.controlnet_scale, control_guidance_start=params.control_start,
             control_guidance_end=params.control_end, generator=torch.Generator("cpu").manual_seed(params.seed),
-            output_type="np", decode_chunk_size=memory.vae_decode_chunk, progress=progress)
+            output_type="np", decode_chunk_size=memory.vae_decode_chunk, progress=progress,
+            resume_from=recorder.resume_from, on_state=recorder)
     frames, output_notes = output.frames, list(output.notes)
     del output
 
@@ -503,12 +515,9 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     if smoke:
         effective = replace(params, width=p.width, height=p.height, steps=p.steps, window=p.window,
                             overlap=p.overlap, frames=p.frames)
-    weight_records = [weights.provenance("musev", role, root) for role in roles]
-    if p.base_model is not None:
-        weight_records.append({"pack": None, "role": "base_model", "source": f"chosen by the user: {p.base_model}"})
     meta = {
         "method": f"MuseV {params.model} + SD1.5 ControlNet ({params.condition}), {params.which2video}",
-        "weights": [*weight_records, *inputs.provenance],
+        "weights": weight_records,
         "memory_plan": memory.as_dict(),
         "inputs": {"source_video": str(p.video), "reference_image": str(p.image),
                    "condition_video": None if p.condition_video is None else str(p.condition_video),
@@ -529,7 +538,8 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
     if smoke:
         meta["requested_params"] = params
     control = inputs.control if inputs.control.shape[1:] == frames.shape[1:] else None
-    result = finish(NAME, effective, frames, params.fps, control=control, meta=meta, timings=timings)
+    result = finish(NAME, effective, frames, params.fps, control=control, meta=meta, timings=timings,
+                    run_state=run_state)
     if progress is not None:
         progress("save", 1, 1)
     return result

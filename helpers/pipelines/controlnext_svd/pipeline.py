@@ -13,6 +13,12 @@ ControlNeXt pose encoder, driven by one explicit sliding-window loop written out
    original's "step every window, then average" without resetting the scheduler between windows.
 4. Decode in chunks of ``decode_chunk_size`` frames; each chunk is its own clip for the temporal decoder.
 
+Resuming (``resume_from`` / ``on_state``, :mod:`helpers.pipelines.loop_state`): the state after a step is the
+sequence's latents (the per-window prediction sums start from zero every step, so nothing else crosses a step); while
+decoding, the raw decoder output of every finished chunk. A resumed call redoes the preparation (drawing the image
+noise again from the freshly seeded generator), then continues after the saved step or decodes only the missing
+chunks.
+
 Pose frames stay on the CPU and travel to the device one window at a time.
 
 >>> pipe = load_pipeline(version="v2")                               # see loading.py
@@ -41,6 +47,15 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from helpers import runtime
 from helpers.errors import InputError
 
+from ..loop_state import (
+    LoopState,
+    StateCallback,
+    check_resume,
+    generator_states,
+    restore_generators,
+    restore_scheduler,
+    scheduler_snapshot,
+)
 from ..sizes import size_multiple
 from .encoder import ControlNeXtEncoder
 from .injection import inject_control
@@ -221,6 +236,8 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         output_type: str = "pt",
         progress: ProgressFn | None = None,
         callback_on_step_end: Callable | None = None,
+        resume_from: LoopState | None = None,
+        on_state: StateCallback | None = None,
     ) -> ControlNeXtSVDOutput:
         """Generate ``num_frames`` frames (default: one per control frame) that follow ``control_frames``.
 
@@ -235,6 +252,9 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         ``progress(stage, done, total)`` is called after every window of every step ("denoise", total = steps ×
         windows) and every decoded chunk ("decode"). ``callback_on_step_end(pipe, step, t, {"latents": ...})`` may
         return a dict with new "latents".
+        ``resume_from``: continue an interrupted call with the same arguments from its last state (after a step, or
+        part way through decoding); ``on_state(state)`` is called after every step and every decoded chunk with the
+        live state (see :mod:`helpers.pipelines.loop_state`). The result equals the uninterrupted call's.
         """
         version = self.version
         settings = DEFAULTS[version]
@@ -294,6 +314,16 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         if latents is None:
             latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
+        steps = len(self.scheduler.timesteps)
+        start = 0
+        if resume_from is not None:
+            # Everything above ran again (the image noise drawn again identically); the loop continues from the
+            # saved latents, which are already scaled.
+            check_resume(resume_from, steps, latent_shape)
+            latents = resume_from.latents.to(device=device, dtype=torch.float32)
+            restore_scheduler(self.scheduler, resume_from.scheduler, device)
+            restore_generators(generator, resume_from.generators)
+            start = steps if resume_from.phase == "decode" else resume_from.step
         counts = torch.tensor(frame_counts(windows, num_frames), device=device, dtype=torch.float32)
         counts = counts[None, :, None, None, None]
         slot_guidance = torch.linspace(
@@ -301,9 +331,11 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         ).to(device=device, dtype=dtype)[None, :, None, None, None]
 
         # 3. Denoising: every window of a step sees the same latents; average the guided predictions, step once.
-        total = len(self.scheduler.timesteps) * len(windows)
-        done = 0
+        total = steps * len(windows)
+        done = start * len(windows)
         for step_index, t in enumerate(self.scheduler.timesteps):
+            if step_index < start:
+                continue
             prediction_sum = torch.zeros(latents.shape, device=device, dtype=torch.float32)
             for window in windows:
                 frames = slice(window.start, window.start + window.length)
@@ -337,10 +369,19 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
             if callback_on_step_end is not None:
                 returned = callback_on_step_end(self, step_index, t, {"latents": latents}) or {}
                 latents = returned.get("latents", latents)
+            if on_state is not None:
+                on_state(LoopState(step=step_index + 1, total=steps, latents=latents,
+                                   scheduler=scheduler_snapshot(self.scheduler), generators=generator_states(generator)))
 
         frames_out = None
         if output_type != "latent":
-            frames_out = self._decode(latents, decode_chunk_size, progress)
+            report = None
+            if on_state is not None:
+                def report(chunks: list[torch.Tensor]) -> None:
+                    on_state(LoopState(step=steps, total=steps, latents=latents, generators=generator_states(generator),
+                                       decoded=chunks, phase="decode"))
+            resumed_chunks = resume_from.decoded if resume_from is not None else ()
+            frames_out = self._decode(latents, decode_chunk_size, progress, resumed_chunks, report)
             if output_type == "np":
                 frames_out = frames_out.permute(0, 2, 3, 1).numpy()
             elif output_type == "pil":
@@ -350,15 +391,43 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         self.maybe_free_model_hooks()
         return ControlNeXtSVDOutput(frames=frames_out, latents=latents)
 
-    def _decode(self, latents: torch.Tensor, chunk_size: int, progress: ProgressFn | None) -> torch.Tensor:
-        """Decode [1, N, 4, h, w] latents chunk by chunk into CPU float32 frames [N, 3, H, W] in [0, 1]."""
+    def _decode(
+        self,
+        latents: torch.Tensor,
+        chunk_size: int,
+        progress: ProgressFn | None,
+        resumed: Sequence[torch.Tensor] = (),
+        on_chunk: Callable[[list[torch.Tensor]], None] | None = None,
+    ) -> torch.Tensor:
+        """Decode [1, N, 4, h, w] latents chunk by chunk into CPU float32 frames [N, 3, H, W] in [0, 1].
+
+        ``resumed``: the raw decoder outputs of the first chunks (an interrupted call's), used instead of decoding
+        them again. ``on_chunk(chunks)`` is called after every newly decoded chunk with the raw outputs of all chunks
+        so far, on the CPU in the decoder's dtype (they are kept only when it is given).
+        """
         scaled = latents[0] / self.vae.config.scaling_factor
-        total = -(-scaled.shape[0] // chunk_size)
-        frames = []
-        for index, start in enumerate(range(0, scaled.shape[0], chunk_size)):
-            chunk = scaled[start : start + chunk_size].to(self.vae.dtype)
-            decoded = self.vae.decode(chunk, num_frames=chunk.shape[0]).sample
-            frames.append((decoded.float() / 2 + 0.5).clamp(0, 1).cpu())
-            if progress is not None:
-                progress("decode", index + 1, total)
-        return torch.cat(frames)
+        count = scaled.shape[0]
+        starts = range(0, count, chunk_size)
+        if len(resumed) > len(starts):
+            raise ValueError(f"the saved state has {len(resumed)} decoded chunks, this call decodes {len(starts)}")
+        size = (scaled.shape[-2] * self.vae_scale_factor, scaled.shape[-1] * self.vae_scale_factor)
+        frames = torch.empty(count, 3, *size, dtype=torch.float32)  # filled chunk by chunk: no list to concatenate
+        raw_chunks = list(resumed)
+        for index, start in enumerate(starts):
+            stop = min(start + chunk_size, count)
+            if index < len(resumed):
+                decoded = resumed[index]
+                if tuple(decoded.shape) != (stop - start, 3, *size):
+                    raise ValueError(f"saved decoded chunk {index} has shape {list(decoded.shape)}, this call "
+                                     f"decodes {[stop - start, 3, *size]}")
+            else:
+                chunk = scaled[start:stop].to(self.vae.dtype)
+                decoded = self.vae.decode(chunk, num_frames=chunk.shape[0]).sample
+                if on_chunk is not None:
+                    raw_chunks.append(decoded.cpu())
+                    on_chunk(raw_chunks)
+            # elementwise and exact up to the last rounding: the same bits from a saved CPU chunk as on the device
+            frames[start:stop] = (decoded.float() / 2 + 0.5).clamp(0, 1).cpu()
+            if progress is not None and index >= len(resumed):
+                progress("decode", index + 1, len(starts))
+        return frames

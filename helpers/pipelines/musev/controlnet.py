@@ -12,6 +12,9 @@ skips and mid-block output. As in the original, the condition frame gets residua
 - ``"video"`` (``video`` = RGB frames): the frames are VAE-encoded (posterior mean) and noised to the first
   timestep with the scheduler (``latents = v + sigma_max * noise``, a weak RGB prior), as the original does.
 
+``resume_from`` / ``on_state`` work as in ``MuseVPipeline`` (:mod:`.loops`): a shot continued from its state takes
+its latents from there, so its source frames are not encoded again.
+
 >>> pipe = load_musev_pipeline("musev_referencenet_pose", controlnet="controlnet_openpose")
 >>> out = pipe("a girl dancing", image=first_frame, control_frames=poses, time_size=12, motion_speed=1)
 >>> out.frames.shape                                                      # condition frame + 12, uint8

@@ -359,3 +359,119 @@ def base_model_parts(base_model: Path | str | None) -> tuple[str, ...]:
         "vae": (folder / "vae" / "config.json").is_file(),
     }
     return ("unet", *(part for part, found in present.items() if found))
+
+
+# ------------------------------------------------------------------------------------------------- the pipeline
+
+UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
+              "musev_referencenet_pose": "unet_referencenet_pose"}
+
+IMAGE_PROJ_ROLES = {"musev_referencenet": "ip_adapter_image_proj", "musev_referencenet_pose": "ip_adapter_image_proj_pose"}
+
+
+def load_musev_pipeline(variant: str = "musev", *, controlnet=None, root=None, base_model: Path | str | None = None,
+                        device=None, dtype: torch.dtype | None = None, offload: str = "none"):
+    """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
+
+    ``controlnet`` (video-to-video): a role of the ``musev`` pack (``"controlnet_openpose"``), the path of a
+    diffusers ``ControlNetModel`` folder, or a loaded model; the result is then a ``MuseVControlNetPipeline``
+    (``controlnet.py``). ``musev_referencenet_pose`` is the pose-to-video model: it needs one.
+
+    The video UNet gets the spatial weights of the SD1.5 base model, as in the original: ``base_model`` (a diffusers
+    folder, a UNet folder, or one ``.safetensors``/``.ckpt`` file in diffusers or original LDM layout), else the
+    pack's majicmixRealv6Fp16. Text encoder, tokenizer and scheduler config come from the base model when it is a
+    diffusers folder that has them, else from the pack's majicmix (see :func:`base_model_parts`), which is then the
+    only reason to read it. The ReferenceNet is MuseV's own (the original never overwrites it). The VAE is
+    ``sd-vae-ft-mse`` (the base model's own VAE when that role is absent); the scheduler is Euler built from the
+    base model's scheduler config; the textual-inversion negatives are loaded when present. ``offload``:
+    ``"none"``, ``"model"`` or ``"sequential"`` (accelerate CPU offload, for small GPUs; see
+    ``runtime.MemoryPlan``).
+
+    >>> pipe = load_musev_pipeline("musev_referencenet", offload=runtime.memory_plan().offload)
+    >>> pipe = load_musev_pipeline("musev", base_model="/content/drive/MyDrive/models/realisticVision_v51")
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    from helpers import weights
+    from helpers.errors import InputError, MissingWeightsError
+    from helpers.pipelines.musev.pipeline import MuseVPipeline
+    from helpers.pipelines.musev.prompts import load_negative_embeddings
+
+    if variant not in UNET_ROLES:
+        raise InputError(f"unknown MuseV model {variant!r}: use one of {', '.join(UNET_ROLES)}")
+    if variant == "musev_referencenet_pose" and controlnet is None:
+        raise InputError("musev_referencenet_pose is the pose-to-video model: give it a pose control video and a "
+                         "ControlNet (controlnet='controlnet_openpose'), or use musev_referencenet")
+    if offload not in ("none", "model", "sequential"):
+        raise InputError(f"offload {offload!r}: use 'none', 'model' or 'sequential'")
+    device, dtype = default_device_and_dtype(device, dtype)
+    load_device = torch.device("cpu") if offload != "none" else device  # offload hooks move models on demand
+
+    def resolve(role: str):
+        return weights.resolve("musev", role, root)
+
+    own = Path(base_model).expanduser() if base_model is not None else None
+    if own is not None and not own.exists():
+        raise InputError(f"base model not found: {own} — give the path of an SD1.5 model folder or file, or None "
+                         "for the pack's majicmix")
+    parts = base_model_parts(own)
+    pack_base = None
+
+    def source(part: str):
+        """The folder that supplies ``part``: the own base model when it has it, else the pack's majicmix."""
+        nonlocal pack_base
+        if part in parts and own is not None:
+            return own
+        if pack_base is None:
+            pack_base = resolve("base_model")
+        return pack_base
+
+    unet = load_musev_unet(resolve(UNET_ROLES[variant]), base_model=source("unet"), variant=variant,
+                           device=load_device, dtype=dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(str(source("text_encoder")), subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(str(source("text_encoder")), subfolder="text_encoder")
+    try:
+        vae = AutoencoderKL.from_pretrained(str(resolve("vae")), torch_dtype=dtype)
+    except MissingWeightsError:
+        logger.warning("sd-vae-ft-mse not found: using the base model's own VAE")
+        vae = AutoencoderKL.from_pretrained(str(source("vae")), subfolder="vae", torch_dtype=dtype)
+    scheduler_config = EulerDiscreteScheduler.load_config(str(source("scheduler")), subfolder="scheduler")
+    scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
+    extras: dict = {}
+    if variant in IMAGE_PROJ_ROLES:
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(resolve("image_encoder")))
+        size = image_encoder.config.image_size
+        extras = dict(
+            referencenet=load_referencenet(resolve("referencenet"), device=load_device, dtype=dtype),
+            image_encoder=image_encoder.to(device=load_device, dtype=dtype).eval(),
+            # the original uses a default CLIPImageProcessor (shortest side 224, centre crop 224) = the model's size
+            feature_extractor=CLIPImageProcessor(size={"shortest_edge": size},
+                                                 crop_size={"height": size, "width": size}),
+            image_proj=load_image_projection(resolve(IMAGE_PROJ_ROLES[variant]), device=device, dtype=dtype),
+        )
+    pipe_class = MuseVPipeline
+    if controlnet is not None:
+        from helpers.pipelines.musev.controlnet import MuseVControlNetPipeline, load_controlnet
+
+        extras["controlnet"] = load_controlnet(controlnet, root=root, device=load_device, dtype=dtype)
+        pipe_class = MuseVControlNetPipeline
+    pipe = pipe_class(vae=vae.to(device=load_device, dtype=dtype).eval(),
+                         text_encoder=text_encoder.to(device=load_device, dtype=dtype).eval(),
+                         tokenizer=tokenizer, unet=unet, scheduler=scheduler, **extras)
+    for name in ("vae", "text_encoder", "unet", "referencenet", "image_encoder", "controlnet"):  # some ignore dtype=
+        component = getattr(pipe, name, None)
+        if component is not None and component.dtype != dtype:
+            raise RuntimeError(f"{name} loaded as {component.dtype}, expected {dtype}")
+    try:
+        embeddings = resolve("negative_embeddings")
+    except MissingWeightsError:
+        embeddings = None
+    loaded = load_negative_embeddings(pipe, embeddings)
+    logger.info("MuseV %s on %s/%s; base model %s; textual-inversion negatives: %s", variant, device, dtype,
+                own or "majicmix (pack)", loaded or "none")
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    return pipe

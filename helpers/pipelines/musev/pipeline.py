@@ -13,6 +13,10 @@ Long videos, two ways (as the original):
 Memory does not grow with the length beyond the latents: one window is on the UNet at a time, frames are decoded a
 few at a time straight to CPU uint8, and nothing is kept per step.
 
+An interrupted call continues: ``resume_from`` / ``on_state`` per denoising loop (the first frame's, each shot's;
+:mod:`.loops`), a finished shot is taken from its state without a UNet call, and decoding goes on after the last
+decoded chunk.
+
 >>> from helpers.pipelines.musev.pipeline import load_musev_pipeline
 >>> pipe = load_musev_pipeline("musev_referencenet")                     # weights from helpers.weights
 >>> out = pipe("(masterpiece, best quality), a girl, (eye blinks:1.8)", image="girl.png", time_size=12,
@@ -23,10 +27,8 @@ few at a time straight to CPU uint8, and nothing is kept per step.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +37,22 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from helpers.errors import InputError
-from helpers.pipelines.musev.loading import BASE_MODEL_PARTS, base_model_parts  # noqa: F401 (re-exported)
+from helpers.pipelines.loop_state import (
+    LoopState,
+    StateCallback,
+    check_resume,
+    generator_states,
+    restore_scheduler,
+    scheduler_snapshot,
+)
+from helpers.pipelines.musev.loading import (  # noqa: F401 (re-exported: the pipeline's public names)
+    BASE_MODEL_PARTS,
+    IMAGE_PROJ_ROLES,
+    UNET_ROLES,
+    base_model_parts,
+    load_musev_pipeline,
+)
+from helpers.pipelines.musev.loops import chunk_frames, continue_loop, denoising_loops, per_loop
 from helpers.pipelines.musev.noise import IMG_WEIGHT, W_IND_NOISE, initial_video_noise
 from helpers.pipelines.musev.prompts import (
     NEGATIVE_PROMPT_V2,
@@ -43,8 +60,6 @@ from helpers.pipelines.musev.prompts import (
     remove_unknown_embedding_tokens,
 )
 from helpers.pipelines.musev.schedule import check_window_settings, context_windows
-
-logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 SIZE_UNIT = 64  # the original floors video sizes to multiples of 64 ("to align with video2video")
@@ -197,6 +212,9 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         callback_on_step_end: Callable | None = None,
         trace: Callable[[str, object], None] | None = None,
         window_inputs: Callable | None = None,
+        resume_from: LoopState | None = None,
+        on_state: StateCallback | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """Denoise ``latents`` ``(1, 4, T, h, w)`` (already scaled by ``init_noise_sigma``) and return them.
 
@@ -208,11 +226,18 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         of the whole run, advanced once per UNet call. ``trace(name, value)`` sees intermediate values (tests).
         ``window_inputs(step, t, sample, text, window)`` returns extra UNet arguments for one window (ControlNet
         residuals of the same input).
+
+        ``resume_from``: continue after its ``step`` finished steps from its latents (they replace ``latents``); the
+        scheduler is put back to its snapshot and the skipped UNet calls count as done in ``progress_state``.
+        ``on_state`` gets the loop's state after every step (latents, scheduler, the positions of ``generator``).
         """
         do_cfg = guidance_scale > 1.0
         rows = 2 if do_cfg else 1
         device = self._execution_device
         model_dtype = self.unet.dtype
+        if resume_from is not None:
+            check_resume(resume_from, num_inference_steps, tuple(latents.shape))
+            latents = resume_from.latents
         latents = latents.to(device=device, dtype=torch.float32)  # loop state in fp32; the UNet runs in its dtype
         condition = None
         if condition_latent is not None:
@@ -229,7 +254,17 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         if trace:
             trace("sigmas", self.scheduler.sigmas)
+        start = 0
+        if resume_from is not None:
+            restore_scheduler(self.scheduler, resume_from.scheduler, device)
+            start = resume_from.step
+            if progress_state is not None and start:
+                progress_state[0] += start * len(windows)
+                if progress:
+                    progress(stage, progress_state[0], progress_state[1])
         for step, t in enumerate(self.scheduler.timesteps):
+            if step < start:
+                continue
             if trace:
                 trace(f"step{step}.timestep", t)
                 trace(f"step{step}.latents_in", latents)
@@ -267,14 +302,20 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             if callback_on_step_end is not None:
                 result = callback_on_step_end(self, step, t, {"latents": latents}) or {}
                 latents = result.get("latents", latents)
+            if on_state is not None:
+                on_state(LoopState(step=step + 1, total=num_inference_steps, latents=latents,
+                                   scheduler=scheduler_snapshot(self.scheduler),
+                                   generators=generator_states(generator)))
         return latents
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: Progress | None = None):
-        """Yield decoded frames ``(1, 3, n, H, W)`` in [0, 1] (float32, on CPU), ``chunk_size`` frames at a time."""
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: Progress | None = None,
+                       first: int = 0):
+        """Yield decoded frames ``(1, 3, n, H, W)`` in [0, 1] (float32, on CPU), ``chunk_size`` frames at a time,
+        from frame ``first`` on (the frames before it are decoded already)."""
         total = latents.shape[2]
         scale = self.vae.config.scaling_factor
-        for start in range(0, total, chunk_size):
+        for start in range(first, total, chunk_size):
             chunk = latents[0, :, start : start + chunk_size].permute(1, 0, 2, 3)
             chunk = (chunk / scale).to(device=self._execution_device, dtype=self.vae.dtype)
             pixels = self.vae.decode(chunk).sample
@@ -322,6 +363,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         callback_on_step_end: Callable | None = None,
         trace: Callable[[str, object], None] | None = None,
         shot_hooks=None,
+        resume_from: LoopState | Sequence[LoopState | None] | None = None,
+        on_state: StateCallback | Sequence[StateCallback | None] | None = None,
     ) -> MuseVPipelineOutput:
         """Generate a video; the condition image is its first frame.
 
@@ -345,6 +388,12 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 call: steps × windows × shots) and ``"decode"``.
             shot_hooks: extension point of the ControlNet pipeline (``controlnet.ShotHooks``): per shot, its own
                 initial latents and extra UNet inputs per window.
+            resume_from, on_state: continue an interrupted call (:mod:`helpers.pipelines.loop_state`), one entry per
+                denoising loop in the order of :func:`denoising_loops` (a single value when the call has one loop).
+                ``on_state`` gets each loop's state after every step; the last loop's also after every decoded
+                chunk (``phase="decode"``, the chunks in the output's form). A loop whose state is complete is not
+                run again (a finished shot costs no UNet call); a partly done one continues at its step; a state in
+                ``"decode"`` decodes only the frames after its chunks. The result equals the uninterrupted call's.
         """
         check_video_request(time_size=time_size, n_batch=n_batch, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale, context_frames=context_frames,
@@ -390,16 +439,22 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             return torch.cat([negative_prompt_embeds, prompt_embeds]) if scale > 1.0 else prompt_embeds
 
         text = guidance_batch(guidance_scale)
+        loops = len(denoising_loops(n_batch, generate_first_frame))
+        states, callbacks = per_loop(resume_from, loops, "resume_from"), per_loop(on_state, loops, "on_state")
         if generate_first_frame:
             # Like the original: the same UNet with its temporal layers off makes the first frame, which then also
             # serves as the reference and IP-Adapter image.
-            noise = initial_video_noise((1, 4, 1, h, w), None, w_ind_noise=w_ind_noise, generator=generator,
-                                        device=self._execution_device)
+            resumed, state_callback = states.pop(0), callbacks.pop(0)
+            if resumed is not None:
+                noise = continue_loop(resumed, (1, 4, 1, h, w), first_frame_steps, generator)
+            else:
+                noise = initial_video_noise((1, 4, 1, h, w), None, w_ind_noise=w_ind_noise, generator=generator,
+                                            device=self._execution_device) * self._init_noise_sigma(first_frame_steps)
             condition_latents = self.denoise(
-                noise * self._init_noise_sigma(first_frame_steps), None, guidance_batch(first_frame_guidance_scale),
+                noise, None, guidance_batch(first_frame_guidance_scale),
                 num_inference_steps=first_frame_steps, guidance_scale=first_frame_guidance_scale, windows=[[0]],
                 skip_temporal_layers=True, progress=progress, progress_state=[0, first_frame_steps],
-                stage="first frame")
+                stage="first frame", resume_from=resumed, on_state=state_callback, generator=generator)
             condition_image = _to_uint8(next(self.decode_latents(condition_latents, 1)))[0]
         elif condition_latents is None:
             condition_latents = self.encode_images(condition_image[None])[:, :, None]
@@ -428,7 +483,9 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             frames = shot0_frames if shot == 0 else time_size
             given = latents.float().to(self._execution_device) if shot == 0 and latents is not None else None
             start = shot_hooks.initial_latents if shot_hooks is not None else None
-            if start is not None:  # already scaled for the first step
+            if states[shot] is not None:  # a saved shot continues from its state (a finished one: no UNet call)
+                noise = continue_loop(states[shot], (1, 4, frames, h, w), num_inference_steps, generator)
+            elif start is not None:  # already scaled for the first step
                 noise = start(shot, (1, 4, frames, h, w), given, num_inference_steps, generator)
             else:
                 if given is None:
@@ -436,14 +493,15 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                                                 img_weight=img_weight, generator=generator,
                                                 device=self._execution_device)
                 noise = given * self._init_noise_sigma(num_inference_steps)
-            if trace and shot == 0:
+            if trace and shot == 0 and states[shot] is None:
                 trace("latents_init", noise)
             denoised = self.denoise(
                 noise, condition_latents, text, num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale, windows=windows, motion_speed=motion_speed, reference=reference,
                 ip_tokens=ip_tokens, ip_adapter_scale=ip_adapter_scale, progress=progress, progress_state=state,
                 callback_on_step_end=callback_on_step_end, trace=trace if shot == 0 else None,
-                window_inputs=shot_hooks.window_inputs(shot, trace if shot == 0 else None) if shot_hooks else None)
+                window_inputs=shot_hooks.window_inputs(shot, trace if shot == 0 else None) if shot_hooks else None,
+                resume_from=states[shot], on_state=callbacks[shot], generator=generator)
             # The first shot keeps its condition frame; a later shot's condition is the previous shot's last frame,
             # already in the output, so it is not repeated.
             shot_latents.append(torch.cat([condition_latents, denoised], dim=2).cpu() if shot == 0 else denoised.cpu())
@@ -451,11 +509,16 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         all_latents = torch.cat(shot_latents, dim=2)
         if output_type == "latent":
             return MuseVPipelineOutput(frames=None, latents=all_latents, notes=notes)
-        chunks = self.decode_latents(all_latents, decode_chunk_size, progress)
-        if output_type == "pt":
-            frames = torch.cat(list(chunks), dim=2)
-        else:
-            frames = np.concatenate([_to_uint8(chunk) for chunk in chunks])
+        # Decoded chunks in the output's form (uint8 frames for "np"); a resumed decode continues after the last one.
+        done = list(states[-1].decoded) if states[-1] is not None and states[-1].phase == "decode" else []
+        as_frames = (lambda c: torch.from_numpy(_to_uint8(c))) if output_type == "np" else (lambda c: c)
+        first = sum(chunk_frames(chunk, output_type) for chunk in done)
+        for chunk in self.decode_latents(all_latents, decode_chunk_size, progress, first=first):
+            done.append(as_frames(chunk))
+            if callbacks[-1] is not None:
+                callbacks[-1](LoopState(step=num_inference_steps, total=num_inference_steps, latents=denoised,
+                                        decoded=done, phase="decode"))
+        frames = torch.cat(done, dim=2) if output_type == "pt" else np.concatenate([c.numpy() for c in done])
         return MuseVPipelineOutput(frames=frames, latents=all_latents, notes=notes)
 
     def _init_noise_sigma(self, num_inference_steps: int) -> float:
@@ -498,121 +561,3 @@ def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(1, 3, n, H, W) in [0, 1] -> uint8 (n, H, W, 3)."""
     return (frames[0].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------------------- loading
-
-UNET_ROLES = {"musev": "unet_musev", "musev_referencenet": "unet_referencenet",
-              "musev_referencenet_pose": "unet_referencenet_pose"}
-IMAGE_PROJ_ROLES = {"musev_referencenet": "ip_adapter_image_proj", "musev_referencenet_pose": "ip_adapter_image_proj_pose"}
-def load_musev_pipeline(variant: str = "musev", *, controlnet=None, root=None, base_model: Path | str | None = None,
-                        device=None, dtype: torch.dtype | None = None, offload: str = "none") -> MuseVPipeline:
-    """Assemble the pipeline from the ``musev`` pack on disk (``helpers.weights`` layout under ``root``).
-
-    ``controlnet`` (video-to-video): a role of the ``musev`` pack (``"controlnet_openpose"``), the path of a
-    diffusers ``ControlNetModel`` folder, or a loaded model; the result is then a ``MuseVControlNetPipeline``
-    (``controlnet.py``). ``musev_referencenet_pose`` is the pose-to-video model: it needs one.
-
-    The video UNet gets the spatial weights of the SD1.5 base model, as in the original: ``base_model`` (a diffusers
-    folder, a UNet folder, or one ``.safetensors``/``.ckpt`` file in diffusers or original LDM layout), else the
-    pack's majicmixRealv6Fp16. Text encoder, tokenizer and scheduler config come from the base model when it is a
-    diffusers folder that has them, else from the pack's majicmix (see :func:`base_model_parts`), which is then the
-    only reason to read it. The ReferenceNet is MuseV's own (the original never overwrites it). The VAE is
-    ``sd-vae-ft-mse`` (the base model's own VAE when that role is absent); the scheduler is Euler built from the
-    base model's scheduler config; the textual-inversion negatives are loaded when present. ``offload``:
-    ``"none"``, ``"model"`` or ``"sequential"`` (accelerate CPU offload, for small GPUs; see
-    ``runtime.MemoryPlan``).
-
-    >>> pipe = load_musev_pipeline("musev_referencenet", offload=runtime.memory_plan().offload)
-    >>> pipe = load_musev_pipeline("musev", base_model="/content/drive/MyDrive/models/realisticVision_v51")
-    """
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler
-    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
-
-    from helpers import weights
-    from helpers.errors import MissingWeightsError
-    from helpers.pipelines.musev.loading import (
-        default_device_and_dtype,
-        load_image_projection,
-        load_musev_unet,
-        load_referencenet,
-    )
-    from helpers.pipelines.musev.prompts import load_negative_embeddings
-
-    if variant not in UNET_ROLES:
-        raise InputError(f"unknown MuseV model {variant!r}: use one of {', '.join(UNET_ROLES)}")
-    if variant == "musev_referencenet_pose" and controlnet is None:
-        raise InputError("musev_referencenet_pose is the pose-to-video model: give it a pose control video and a "
-                         "ControlNet (controlnet='controlnet_openpose'), or use musev_referencenet")
-    if offload not in ("none", "model", "sequential"):
-        raise InputError(f"offload {offload!r}: use 'none', 'model' or 'sequential'")
-    device, dtype = default_device_and_dtype(device, dtype)
-    load_device = torch.device("cpu") if offload != "none" else device  # offload hooks move models on demand
-
-    def resolve(role: str):
-        return weights.resolve("musev", role, root)
-
-    own = Path(base_model).expanduser() if base_model is not None else None
-    if own is not None and not own.exists():
-        raise InputError(f"base model not found: {own} — give the path of an SD1.5 model folder or file, or None "
-                         "for the pack's majicmix")
-    parts = base_model_parts(own)
-    pack_base = None
-
-    def source(part: str):
-        """The folder that supplies ``part``: the own base model when it has it, else the pack's majicmix."""
-        nonlocal pack_base
-        if part in parts and own is not None:
-            return own
-        if pack_base is None:
-            pack_base = resolve("base_model")
-        return pack_base
-
-    unet = load_musev_unet(resolve(UNET_ROLES[variant]), base_model=source("unet"), variant=variant,
-                           device=load_device, dtype=dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(str(source("text_encoder")), subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(str(source("text_encoder")), subfolder="text_encoder")
-    try:
-        vae = AutoencoderKL.from_pretrained(str(resolve("vae")), torch_dtype=dtype)
-    except MissingWeightsError:
-        logger.warning("sd-vae-ft-mse not found: using the base model's own VAE")
-        vae = AutoencoderKL.from_pretrained(str(source("vae")), subfolder="vae", torch_dtype=dtype)
-    scheduler_config = EulerDiscreteScheduler.load_config(str(source("scheduler")), subfolder="scheduler")
-    scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
-    extras: dict = {}
-    if variant in IMAGE_PROJ_ROLES:
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(resolve("image_encoder")))
-        size = image_encoder.config.image_size
-        extras = dict(
-            referencenet=load_referencenet(resolve("referencenet"), device=load_device, dtype=dtype),
-            image_encoder=image_encoder.to(device=load_device, dtype=dtype).eval(),
-            # the original uses a default CLIPImageProcessor (shortest side 224, centre crop 224) = the model's size
-            feature_extractor=CLIPImageProcessor(size={"shortest_edge": size},
-                                                 crop_size={"height": size, "width": size}),
-            image_proj=load_image_projection(resolve(IMAGE_PROJ_ROLES[variant]), device=device, dtype=dtype),
-        )
-    pipe_class = MuseVPipeline
-    if controlnet is not None:
-        from helpers.pipelines.musev.controlnet import MuseVControlNetPipeline, load_controlnet
-
-        extras["controlnet"] = load_controlnet(controlnet, root=root, device=load_device, dtype=dtype)
-        pipe_class = MuseVControlNetPipeline
-    pipe = pipe_class(vae=vae.to(device=load_device, dtype=dtype).eval(),
-                         text_encoder=text_encoder.to(device=load_device, dtype=dtype).eval(),
-                         tokenizer=tokenizer, unet=unet, scheduler=scheduler, **extras)
-    for name in ("vae", "text_encoder", "unet", "referencenet", "image_encoder", "controlnet"):  # some ignore dtype=
-        component = getattr(pipe, name, None)
-        if component is not None and component.dtype != dtype:
-            raise RuntimeError(f"{name} loaded as {component.dtype}, expected {dtype}")
-    try:
-        embeddings = resolve("negative_embeddings")
-    except MissingWeightsError:
-        embeddings = None
-    loaded = load_negative_embeddings(pipe, embeddings)
-    logger.info("MuseV %s on %s/%s; base model %s; textual-inversion negatives: %s", variant, device, dtype,
-                own or "majicmix (pack)", loaded or "none")
-    if offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    return pipe

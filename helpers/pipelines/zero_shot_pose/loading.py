@@ -31,7 +31,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 
 from helpers import load_policy
-from helpers.errors import MissingWeightsError, StrictLoadError, WeightsError, check_strict_load
+from helpers.errors import MissingWeightsError, WeightsError, check_strict_load
 
 from .configs import SD21_CONTROLNET
 from .pipeline import ZeroShotPosePipeline
@@ -146,7 +146,14 @@ def load_transformers_model(cls, folder: Path, dtype: torch.dtype, what: str):
     """Same as :func:`load_diffusers_model` for a transformers model folder."""
     if not (folder / "config.json").is_file():
         raise MissingWeightsError(f"{what}: no config.json in {folder} — fetch the model pack again")
-    model, info = cls.from_pretrained(str(folder), output_loading_info=True, **{_dtype_keyword("transformers"): dtype})
+    # the variant: a folder holding only model.fp16.safetensors; mismatched sizes go into ``info`` (named there)
+    # instead of a bare RuntimeError, and the policy refuses them
+    try:
+        model, info = cls.from_pretrained(str(folder), variant=_variant(folder), output_loading_info=True,
+                                          ignore_mismatched_sizes=True, **{_dtype_keyword("transformers"): dtype})
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"{what}: cannot load {folder} ({type(error).__name__}: {str(error).splitlines()[0]}) — "
+                           "fetch the model pack again") from error
     _raise_on_mismatch(what, info)
     return _in_dtype(model, dtype)
 
@@ -173,19 +180,19 @@ def convert_original_controlnet(checkpoint: dict, model: ControlNetModel, config
     Accepts a ControlNet-only file (``time_embed.0.weight``, ``input_blocks.…``, ``zero_convs.…``,
     ``input_hint_block.…``), a whole ControlLDM checkpoint (the ControlNet under ``control_model.``), and a pickle
     flattened by the weights manager (everything under ``state_dict.``). Raises :class:`StrictLoadError` when a model
-    tensor is missing or a checkpoint tensor has no place.
+    tensor is missing or has another shape. Checkpoint entries the conversion does not read (the rest of a
+    ControlLDM, a stray buffer) are left out as the original conversion leaves them out, listed once in a warning
+    and recorded for the sidecar (:mod:`helpers.load_policy`).
     """
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
     checkpoint = {key.removeprefix("state_dict."): tensor for key, tensor in checkpoint.items()}
-    # a full ControlLDM checkpoint prefixes the ControlNet with "control_model."; a ControlNet-only file has no prefix
-    original_keys = [k for k in checkpoint if k.startswith("control_model.")] or list(checkpoint)
     converted = convert_controlnet_checkpoint(checkpoint, config)
     converted = {key: tensor for key, tensor in converted.items() if tensor is not None}
     check_strict_load(what, model, converted)
-    if len(converted) != len(original_keys):
-        raise StrictLoadError(what, unexpected=[f"{len(original_keys) - len(converted)} checkpoint tensors have no "
-                                                "place in the ControlNet"])
+    placed = {id(tensor) for tensor in converted.values()}  # the conversion moves tensors, it never copies them
+    load_policy.record_ignored(what, [k for k, tensor in checkpoint.items() if id(tensor) not in placed],
+                               "the original conversion reads only the ControlNet's own tensors")
     return converted
 
 
