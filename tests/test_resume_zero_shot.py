@@ -171,7 +171,7 @@ def test_the_pipeline_continues_from_every_step_and_chunk_bit_for_bit(tiny_pipe,
 @pytest.mark.parametrize(("kill", "line", "evaluations_left"), [
     ("mid_step", "resuming from step 1 of 3", 2),
     ("between_steps", "resuming from step 2 of 3", 1),
-    ("mid_decode", "resuming from decoding, 1 chunks done", 0),
+    ("mid_decode", "resuming from decoding, 1 chunk done", 0),
     ("before_sidecar", "resuming from decoding, 2 chunks done", 0),
 ])
 def test_an_interrupted_run_resumes_to_the_same_video(tmp_path, monkeypatch, unet, reference, kill, line,
