@@ -52,6 +52,10 @@ LOOPS = [
          chunk=(2, 3, 1024, 576), chunks=120),
     Loop("pose_to_dance", "v1, 768×512, 240 frames, decode chunk 4", (1, 240, 4, 96, 64),
          chunk=(4, 3, 768, 512), chunks=60),
+    # all frames in one batch; the loop carries its frame-evaluation count; uint8 frames decoded 2 at a time (T4)
+    Loop("zero_shot_pose_video", "SD2.1-base, 512×512, 16 frames, decode chunk 2", (16, 4, 64, 64),
+         extra={"frame_steps": ((), torch.int64)}, chunk=(2, 512, 512, 3), chunk_dtype=U8, chunks=8,
+         scheduler="DDIMScheduler"),
 ]
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.pipelines.zero_shot_pose.techniques import TECHNIQUES, shares_noise
 from helpers.tasks.base import (
     Progress,
     Result,
@@ -38,7 +39,6 @@ from helpers.tasks.base import (
     check_prompt,
     finish,
     is_smoke,
-    output_folder,
     param,
     run_memory_plan,
     weights_root,
@@ -74,65 +74,6 @@ GOLF_MASKS = f"{ORIGINAL_DEMO}/masks/mask_{{00..25}}.png"
 
 
 # ---------------------------------------------------------------------------------------------------- techniques
-
-
-@dataclass(frozen=True)
-class Technique:
-    """A named way of tying the frames together: the form's dropdown, the comparison grid, the notebook."""
-
-    label: str  # short, for grid labels
-    what: str  # one line
-    settings: dict  # ConsistencyOptions fields fixed by the technique
-    schedule: str = "each_step"  # when the latent reference acts, unless the user picks a schedule
-
-    @property
-    def uses_reference(self) -> bool:
-        """Copy steps, strength and schedule act (a latent reference is on)."""
-        return self.settings.get("latent_reference", "off") != "off"
-
-    @property
-    def needs_source(self) -> bool:
-        """Needs the real frames behind the poses."""
-        return self.settings.get("latent_reference") in ("source", "source_motion", "keyframe")
-
-
-TECHNIQUES: dict[str, Technique] = {
-    "independent_noise": Technique(
-        "a. independent noise", "new noise per frame: every frame is its own picture (the per-image baseline)", {}),
-    "shared_noise": Technique(
-        "b. shared noise", "one initial noise for every frame: frames differ only where their poses differ",
-        {"noise": "shared"}),
-    "cross_frame_attention": Technique(
-        "c. + cross-frame attn", "shared noise, and each frame's self-attention also reads frame 0 and the previous "
-        "frame", {"noise": "shared", "cross_frame_attention": "first_and_previous"}),
-    "copy_first_frame": Technique(
-        "d. copy frame 0", "shared noise, and frame 0's latents copied into every frame over the first copy steps",
-        {"noise": "shared", "latent_reference": "first_frame"}),
-    "copy_previous_frame": Technique(
-        "d'. copy prev. frame", "as d. but from the previous frame, a chain along the clip (equal to d. at strength 1)",
-        {"noise": "shared", "latent_reference": "previous_frame"}),
-    "source_latents": Technique(
-        "e. source latents", "the real frames, VAE-encoded and noised to the current level, copied in (SDEdit)",
-        {"noise": "shared", "latent_reference": "source"}),
-    "latent_differences": Technique(
-        "f. latent differences", "frame 0's latents moved by the source's latent differences z_k - z_0",
-        {"noise": "shared", "latent_reference": "source_motion"}),
-    "keyframe_differences": Technique(
-        "g. keyframe + diffs", "as f., but only frame 0 sees its pose: an I-frame and P-frames, like a video codec",
-        {"noise": "shared", "latent_reference": "keyframe"}),
-    "recommended": Technique(
-        "recommended", "shared noise + cross-frame attention + frame 0 copied over the first copy steps",
-        {"noise": "shared", "cross_frame_attention": "first_and_previous", "latent_reference": "first_frame"}),
-    "original_v2": Technique(
-        "original v2 CLI", "the original's runnable script: new noise per frame, the previous frame's latents "
-        "copied once, after the copy steps (its preset adds the 768 model and the dropped negative prompt)",
-        {"latent_reference": "previous_frame"}, schedule="last_step"),
-}
-
-
-def shares_noise(technique: str) -> bool:
-    """The technique starts every frame from one shared noise (the noise progression slider acts on it)."""
-    return TECHNIQUES[technique].settings.get("noise") == "shared"
 
 
 def options_for(params: Params):
@@ -499,10 +440,19 @@ def load_pipeline(base: Path, controlnet: Path, memory):
     return cached(f"{NAME}:{base}:{controlnet}:{memory.tier}:{memory.dtype_name}:{memory.device}", load)
 
 
-def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None,
-              said: set[str] | None = None):
+def note_prompt(p: Plan, message: str, said: set[str]) -> None:
+    """Keep CLIP's 77-token note in ``p.notes`` for the sidecar; print it once (``said``: what was printed)."""
+    p.notes["prompt"] = message
+    if message not in said:
+        said.add(message)
+        print(f"note: {message}")
+
+
+def generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progress: Progress | None,
+             said: set[str] | None = None, *, resume_from=None, on_state=None):
     """One pipeline call. CLIP's 77-token cut (the original's own prompt is longer) is kept in ``p.notes`` for the
-    sidecar and printed once (once per comparison too: ``said`` holds what was already printed)."""
+    sidecar and printed once (once per comparison too: ``said`` holds what was already printed). ``resume_from``
+    and ``on_state`` go to the pipeline (:mod:`helpers.pipelines.loop_state`)."""
     said = set() if said is None else said
     import torch
 
@@ -514,27 +464,39 @@ def _generate(pipe, params: Params, p: Plan, inputs: PoseInputs, options, progre
                       masks=inputs.masks, num_inference_steps=p.steps, guidance_scale=params.guidance_scale,
                       controlnet_conditioning_scale=params.controlnet_scale,
                       generator=torch.Generator("cpu").manual_seed(params.seed), output_type="uint8",
-                      progress=progress)
+                      progress=progress, resume_from=resume_from, on_state=on_state)
     for w in caught:
         message = str(w.message)
         if "tokens long" in message:
-            p.notes["prompt"] = message
-            if message not in said:
-                said.add(message)
-                print(f"note: {message}")
+            note_prompt(p, message, said)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return output
 
 
-def _meta(params: Params, p: Plan, inputs: PoseInputs, memory, base: Path, root: Path | None) -> dict:
+def _weights(p: Plan, inputs: PoseInputs, root: Path | None) -> list[dict]:
     from helpers import weights
     from helpers.pipelines.zero_shot_pose.loading import BASE_PACK, CONTROLNET_PACK, CONTROLNET_ROLE
 
+    return [weights.provenance(BASE_PACK, p.base_role, root),
+            weights.provenance(CONTROLNET_PACK, CONTROLNET_ROLE, root), *inputs.weights]
+
+
+def run_identity(p: Plan, inputs: PoseInputs, memory, root: Path | None) -> dict:
+    """What decides a run's result besides its parameters (:func:`helpers.resume.RunState.open`): the weights,
+    the input files' contents and the number format the loop runs in."""
+    from helpers import resume
+
+    files = {"driving_video": p.driving, "source_video": p.source, "masks": p.masks}
+    return {"weights": _weights(p, inputs, root), "dtype": memory.dtype_name,
+            "inputs": {k: resume.file_identity(v) for k, v in files.items() if v is not None}}
+
+
+def run_meta(params: Params, p: Plan, inputs: PoseInputs, memory, base: Path, root: Path | None) -> dict:
+    """The sidecar's description of a run (method, weights, memory plan, inputs, sizes)."""
     meta = {
         "method": "zero-shot pose video (SD2.1 + OpenPose ControlNet, latent manipulation)",
-        "weights": [weights.provenance(BASE_PACK, p.base_role, root),
-                    weights.provenance(CONTROLNET_PACK, CONTROLNET_ROLE, root), *inputs.weights],
+        "weights": _weights(p, inputs, root),
         "base_folder": str(base),
         "memory_plan": memory.as_dict(),
         "inputs": {"driving_video": str(p.driving), "source_video": str(p.source) if p.source else None,
@@ -548,9 +510,32 @@ def _meta(params: Params, p: Plan, inputs: PoseInputs, memory, base: Path, root:
     return meta
 
 
-def _effective(params: Params, p: Plan) -> Params:
+def effective_params(params: Params, p: Plan) -> Params:
     """The parameters actually used (SMOKE shrinks sizes, frames and steps)."""
     return replace(params, width=p.width, height=p.height, frames=p.frames, steps=p.steps, copy_steps=p.copy_steps)
+
+
+@dataclass
+class Prepared:
+    """What :func:`run` and :func:`compare` set up before the pipeline: model paths, memory plan, pose inputs."""
+
+    base: Path
+    controlnet: Path
+    root: Path | None
+    memory: object  # runtime.MemoryPlan
+    inputs: PoseInputs
+
+
+def prepare_run(params: Params, p: Plan, timings: Timings, progress: Progress | None) -> Prepared:
+    """Find the weights (missing ones fail before any pose work), pick the memory plan, prepare the poses."""
+    from helpers import runtime
+
+    base, controlnet, root = _model_paths(p.base_role, is_smoke(params))
+    memory = run_memory_plan(is_smoke(params), params.precision)
+    runtime.reset_peak_memory()
+    with timings.stage("poses"):
+        inputs = prepare_inputs(params, p, progress)
+    return Prepared(base=base, controlnet=controlnet, root=root, memory=memory, inputs=inputs)
 
 
 def run(params: Params, *, progress: Progress | None = None) -> Result:
@@ -558,119 +543,37 @@ def run(params: Params, *, progress: Progress | None = None) -> Result:
 
     Order: check everything (``InputError``) → find the weights (``MissingWeightsError``) → poses (the detector is
     closed again) → the pipeline (loaded once, kept between runs) → all frames in one batch → mp4 + preview + sidecar.
+    The denoising loop's state is kept beside the outputs while it works: run again with the same settings after an
+    interruption and it continues where it stopped (``fresh_start`` discards that).
     """
-    from helpers import runtime
+    from helpers import resume
 
     timings = Timings()
-    smoke = is_smoke(params)
     with timings.stage("inputs"):
         p = plan(params)
-    base, controlnet, root = _model_paths(p.base_role, smoke)  # before pose work: missing weights fail fast
-    memory = run_memory_plan(smoke, params.precision)
-    runtime.reset_peak_memory()
-    with timings.stage("poses"):
-        inputs = prepare_inputs(params, p, progress)
+    ready = prepare_run(params, p, timings, progress)
+    run_state = resume.RunState.open(NAME, params, identity=run_identity(p, ready.inputs, ready.memory, ready.root),
+                                     progress=progress)
+    recorder = run_state.loop("denoise")
     with timings.stage("load"):
-        pipe = load_pipeline(base, controlnet, memory)
+        pipe = load_pipeline(ready.base, ready.controlnet, ready.memory)
     with timings.stage("generate"):
-        output = _generate(pipe, params, p, inputs, p.options, progress)
-    meta = _meta(params, p, inputs, memory, base, root)
+        output = generate(pipe, params, p, ready.inputs, p.options, progress, resume_from=recorder.resume_from,
+                          on_state=recorder)
+    meta = run_meta(params, p, ready.inputs, ready.memory, ready.base, ready.root)
     meta["technique"] = {"name": params.technique, "options": p.options, "described": p.options.describe(),
                          "unet_frame_evaluations": output.frame_steps}
-    result = finish(NAME, _effective(params, p), output.frames, p.fps, control=inputs.poses, meta=meta,
-                    timings=timings)
-    result.control = inputs.poses
+    result = finish(NAME, effective_params(params, p), output.frames, p.fps, control=ready.inputs.poses, meta=meta,
+                    timings=timings, run_state=run_state)
+    result.control = ready.inputs.poses
     return result
 
 
-# ----------------------------------------------------------------------------------------------------- comparison
-
-
-def frame_to_frame_change(video: np.ndarray) -> float:
-    """Mean absolute change between consecutive frames (0-255 per pixel): lower is steadier. With the same poses
-    the motion is the same for every technique, so differences between techniques are flicker."""
-    if len(video) < 2:
-        return 0.0
-    return float(np.abs(np.diff(video.astype(np.int16), axis=0)).mean())
-
-
-@dataclass
-class Comparison:
-    """Several techniques on the same poses and seed: the videos, a labelled grid video and a contact sheet."""
-
-    techniques: list[str]
-    videos: dict[str, np.ndarray]  # technique → [F, H, W, 3] uint8
-    poses: np.ndarray
-    grid: np.ndarray  # [F, H', W', 3] uint8: poses, then one labelled tile per technique
-    sheet: np.ndarray  # H'' × W'' × 3 uint8: a row per technique, a column per sampled frame
-    change: dict[str, float]  # technique → frame_to_frame_change
-    result: Result  # the grid as written (mp4 + preview + sidecar)
-
-    def table(self) -> str:
-        lines = ["technique               frame-to-frame change (lower = steadier)"]
-        lines += [f"{name:<23} {self.change[name]:6.1f}" for name in self.techniques]
-        return "\n".join(lines)
-
-    def show(self) -> None:
-        from helpers import media
-
-        media.show_video(self.grid, fps=self.result.fps, title="same poses, same seed, one technique per tile",
-                         max_side=1024)
-        media.show_image(self.sheet, title="frames side by side", max_side=1024)
-        print(self.table())
-
-
 def compare(params: Params, techniques: Sequence[str], *, progress: Progress | None = None, columns: int = 3,
-            tile: int = 256) -> Comparison:
-    """Run several techniques on the same poses and seed; return (and save) a labelled grid for comparison.
+            tile: int = 256):
+    """Run several techniques on the same poses and seed; return (and save) a labelled grid for comparison
+    (:class:`helpers.tasks.zero_shot_compare.Comparison`). Every technique is checked before anything loads; an
+    interrupted comparison resumes without computing its finished techniques again."""
+    from helpers.tasks import zero_shot_compare
 
-    Every technique is checked before anything loads; poses are prepared and the pipeline loaded once.
-    """
-    from helpers import media, runtime
-
-    techniques = list(techniques)
-    unknown = [t for t in techniques if t not in TECHNIQUES]
-    if not techniques or unknown or len(set(techniques)) != len(techniques):
-        raise InputError(f"techniques must be distinct names among {', '.join(TECHNIQUES)}"
-                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-    timings = Timings()
-    smoke = is_smoke(params)
-    with timings.stage("inputs"):
-        # masks act where a latent reference does, noise progression where the noise is shared
-        variants = {t: replace(params, technique=t, masks=params.masks if TECHNIQUES[t].uses_reference else "",
-                               noise_progression=params.noise_progression if shares_noise(t) else 0.0)
-                    for t in techniques}
-        plans = {t: plan(v) for t, v in variants.items()}
-    # the inputs are prepared once, for the technique that needs the most (source frames, masks): whatever the order
-    widest = max(techniques, key=lambda t: (plans[t].source is not None) + (plans[t].masks is not None))
-    base, controlnet, root = _model_paths(plans[widest].base_role, smoke)
-    memory = run_memory_plan(smoke, params.precision)
-    runtime.reset_peak_memory()
-    with timings.stage("poses"):
-        inputs = prepare_inputs(variants[widest], plans[widest], progress)
-    with timings.stage("load"):
-        pipe = load_pipeline(base, controlnet, memory)
-    videos, described, masked, said = {}, {}, [], set()
-    with timings.stage("generate"):
-        for done, name in enumerate(techniques):
-            p = plans[name]
-            own = replace(inputs, masks=inputs.masks if plans[name].masks is not None else None)
-            if own.masks is not None:
-                masked.append(name)
-            videos[name] = _generate(pipe, variants[name], p, own, p.options, progress, said).frames
-            described[name] = p.options.describe()
-            if progress is not None:
-                progress("techniques", done + 1, len(techniques))
-    clips = [("poses", inputs.poses)] + [(TECHNIQUES[t].label, videos[t]) for t in techniques]
-    grid = media.comparison_grid(clips, columns=columns, tile=tile)
-    sheet = media.contact_sheet(clips)
-    change = {t: round(frame_to_frame_change(v), 3) for t, v in videos.items()}
-    p = plans[widest]
-    meta = _meta(params, p, inputs, memory, base, root)
-    meta["comparison"] = {"techniques": techniques, "options": described, "frame_to_frame_change": change,
-                          "masked": {"techniques": masked, "mask_mode": params.mask_mode} if masked else None,
-                          "layout": f"{columns} tiles per row: poses, then " + ", ".join(techniques)}
-    effective = replace(_effective(params, p), output_dir=str(output_folder(NAME, params)))
-    result = finish(f"{NAME}_comparison", effective, grid, p.fps, meta=meta, timings=timings)
-    return Comparison(techniques=techniques, videos=videos, poses=inputs.poses, grid=grid, sheet=sheet,
-                      change=change, result=result)
+    return zero_shot_compare.compare(params, techniques, progress=progress, columns=columns, tile=tile)

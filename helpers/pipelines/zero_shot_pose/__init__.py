@@ -13,7 +13,8 @@ batch and tied together only by latent manipulation — no training, no motion m
 ...                                         latent_reference="first_frame", reference_steps=9),
 ...              generator=torch.Generator().manual_seed(1887)).frames
 
-Modules: :mod:`.options` (the techniques), :mod:`.pipeline` (the loop), :mod:`.attention` (cross-frame attention),
+Modules: :mod:`.options` (the techniques' settings), :mod:`.techniques` (the named techniques), :mod:`.pipeline`
+(the loop, resumable), :mod:`.attention` (cross-frame attention),
 :mod:`.latents` (latent arithmetic at stated noise levels), :mod:`.poses` (pose inputs and detectors),
 :mod:`.loading` (strict loading from the weights folder), :mod:`.configs` (full-size model configs).
 """

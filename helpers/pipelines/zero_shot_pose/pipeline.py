@@ -30,6 +30,15 @@ from diffusers import DiffusionPipeline
 
 from helpers.errors import InputError
 
+from ..loop_state import (
+    LoopState,
+    StateCallback,
+    check_resume,
+    generator_states,
+    restore_generators,
+    restore_scheduler,
+    scheduler_snapshot,
+)
 from ..sizes import size_multiple
 from .attention import CrossFrameAttnProcessor, cross_frame_attention
 from .inputs import as_frame_array, as_mask_array, check_call_inputs
@@ -142,6 +151,8 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         skip_overwritten_frames: bool = True,
         progress: Progress | None = None,
         callback_on_step_end: StepCallback | None = None,
+        resume_from: LoopState | None = None,
+        on_state: StateCallback | None = None,
     ) -> ZeroShotPoseOutput:
         """Generate one frame per pose, all frames denoised together.
 
@@ -166,6 +177,11 @@ class ZeroShotPosePipeline(DiffusionPipeline):
             progress: ``progress(stage, done, total)`` with stages ``"encode source"``, ``"denoise"``, ``"decode"``.
             callback_on_step_end: diffusers-style ``callback(pipe, step_index, timestep, {"latents": ...})`` after
                 each step and its latent reference; a returned ``{"latents": ...}`` replaces the latents.
+            resume_from / on_state: continue an interrupted call, and report the state after every step and every
+                decoded chunk (:mod:`helpers.pipelines.loop_state`). The starting noise, the source latents and the
+                text are prepared again (the same for the same inputs and seed); the loop carries only its latents
+                and its count of frame evaluations (``extra["frame_steps"]``) from one step to the next. Decoded
+                chunks are kept as the output's frames (uint8 for ``"uint8"``: a quarter of float32).
         """
         options = options or ConsistencyOptions()
         check_call_inputs(prompt=prompt, negative_prompt=negative_prompt, poses=poses, options=options,
@@ -199,34 +215,55 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         latents = noise * self.scheduler.init_noise_sigma
         skipped_steps, followers = self._skippable_work(options, frame_masks, num_frames, skip_overwritten_frames)
         everyone, followers = torch.arange(num_frames, device=device), followers.to(device)
-        frame_steps = 0
+        frame_steps, start, decoded = 0, 0, []
+        if resume_from is not None:
+            check_resume(resume_from, len(timesteps), tuple(latents.shape))
+            # the loop's own latents (not scaled again), copied: the loop writes into them
+            latents = resume_from.latents.to(device=device, dtype=latents.dtype, copy=True)
+            restore_scheduler(self.scheduler, resume_from.scheduler, device)
+            restore_generators(generator, resume_from.generators)
+            frame_steps = int(resume_from.extra.get("frame_steps", 0))
+            start = resume_from.step
+            decoded = [chunk.numpy() for chunk in resume_from.decoded]
 
-        with cross_frame_attention([self.unet, self.controlnet], options.cross_frame_attention,
-                                   num_frames) as attention:
-            report("denoise", 0, len(timesteps))
-            for i, t in enumerate(timesteps):
-                active = everyone[~followers] if i < skipped_steps else everyone
-                if len(active):
-                    prediction = self._predict(latents[active], t, text, pose_images[active], control_scales[active],
-                                               guidance_scale, attention)
-                    latents[active] = self.scheduler.step(prediction, t, latents[active]).prev_sample
-                    frame_steps += len(active)
-                if options.reference_applies_after(i):
-                    level = timesteps[i + 1] if i + 1 < len(timesteps) else None
-                    latents = self._pull_towards_reference(latents, options, level, source_latents, noise,
-                                                           frame_masks)
-                if callback_on_step_end is not None:
-                    returned = callback_on_step_end(self, i, t, {"latents": latents})
-                    if returned and "latents" in returned:
-                        latents = returned["latents"]
-                report("denoise", i + 1, len(timesteps))
+        def state(step: int, chunks: Sequence[np.ndarray] = ()) -> LoopState:
+            return LoopState(step=step, total=len(timesteps), latents=latents,
+                             scheduler=scheduler_snapshot(self.scheduler), generators=generator_states(generator),
+                             extra={"frame_steps": torch.tensor(frame_steps)},
+                             decoded=[torch.from_numpy(c) for c in chunks],
+                             phase="decode" if chunks else "denoise")
+
+        if resume_from is None or resume_from.phase == "denoise":
+            with cross_frame_attention([self.unet, self.controlnet], options.cross_frame_attention,
+                                       num_frames) as attention:
+                report("denoise", start, len(timesteps))
+                for i, t in enumerate(timesteps):
+                    if i < start:
+                        continue
+                    active = everyone[~followers] if i < skipped_steps else everyone
+                    if len(active):
+                        prediction = self._predict(latents[active], t, text, pose_images[active],
+                                                   control_scales[active], guidance_scale, attention)
+                        latents[active] = self.scheduler.step(prediction, t, latents[active]).prev_sample
+                        frame_steps += len(active)
+                    if options.reference_applies_after(i):
+                        level = timesteps[i + 1] if i + 1 < len(timesteps) else None
+                        latents = self._pull_towards_reference(latents, options, level, source_latents, noise,
+                                                               frame_masks)
+                    if callback_on_step_end is not None:
+                        returned = callback_on_step_end(self, i, t, {"latents": latents})
+                        if returned and "latents" in returned:
+                            latents = returned["latents"]
+                    if on_state is not None:
+                        on_state(state(i + 1))
+                    report("denoise", i + 1, len(timesteps))
 
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.decode_latents(latents, progress=report)
-            if output_type == "uint8":
-                frames = (frames * 255.0).round().astype(np.uint8)
+            on_chunk = None if on_state is None else (lambda chunks: on_state(state(len(timesteps), chunks)))
+            frames = self.decode_latents(latents, progress=report, decoded=decoded, on_chunk=on_chunk,
+                                         uint8=output_type == "uint8")
         self.maybe_free_model_hooks()
         return ZeroShotPoseOutput(frames=frames, frame_steps=frame_steps)
 
@@ -366,14 +403,26 @@ class ZeroShotPosePipeline(DiffusionPipeline):
                 progress("encode source", min(start + self.vae_batch_size, len(images)), len(images))
         return torch.cat(chunks)
 
-    def decode_latents(self, latents: torch.Tensor, *, progress: Progress | None = None) -> np.ndarray:
-        """Scaled latents ``[F, C, h, w]`` → ``[F, H, W, 3]`` float32 in [0, 1], ``vae_batch_size`` frames at a time."""
+    def decode_latents(self, latents: torch.Tensor, *, progress: Progress | None = None,
+                       decoded: Sequence[np.ndarray] = (),
+                       on_chunk: Callable[[list[np.ndarray]], None] | None = None, uint8: bool = False) -> np.ndarray:
+        """Scaled latents ``[F, C, h, w]`` → ``[F, H, W, 3]`` float32 in [0, 1] (``uint8``: 0-255, rounded),
+        ``vae_batch_size`` frames at a time.
+
+        ``decoded``: chunks already decoded (their frames are not decoded again, whatever their size);
+        ``on_chunk(chunks)`` is called with every chunk so far after each new one."""
+        dtype = np.uint8 if uint8 else np.float32
+        if any(chunk.dtype != dtype for chunk in decoded):
+            raise ValueError(f"the decoded frames given are not {np.dtype(dtype).name}, as this call decodes")
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        frames = []
-        for start in range(0, len(latents), self.vae_batch_size):
+        frames = list(decoded)
+        for start in range(sum(len(chunk) for chunk in frames), len(latents), self.vae_batch_size):
             batch = latents[start:start + self.vae_batch_size] / self.vae.config.scaling_factor + shift
             images = self.vae.decode(batch.to(self.vae.dtype)).sample.float()
-            frames.append((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+            images = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+            frames.append((images * 255.0).round().astype(np.uint8) if uint8 else images)
+            if on_chunk is not None:
+                on_chunk(frames)
             if progress:
                 progress("decode", min(start + self.vae_batch_size, len(latents)), len(latents))
         return np.concatenate(frames)
