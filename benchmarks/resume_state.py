@@ -52,6 +52,17 @@ LOOPS = [
          chunk=(2, 3, 1024, 576), chunks=120),
     Loop("pose_to_dance", "v1, 768×512, 240 frames, decode chunk 4", (1, 240, 4, 96, 64),
          chunk=(4, 3, 768, 512), chunks=60),
+    # MuseV: [1, 4, generated frames, h, w] float32 latents, uint8 frames decoded with the last
+    # loop; the README's yongen preset size; a T4 decodes 2 frames at a time
+    Loop("text_image_to_video", "704×1216, 12-frame shot (13 frames with the condition frame)", (1, 4, 12, 152, 88),
+         chunk=(2, 1216, 704, 3), chunk_dtype=U8, chunks=7),
+    Loop("text_image_to_video", "704×1216, 96-frame parallel video (97 with the condition frame)", (1, 4, 96, 152, 88),
+         chunk=(2, 1216, 704, 3), chunk_dtype=U8, chunks=49),
+    Loop("video_to_video", "512×960 pose preset, 12 frames (11 generated)", (1, 4, 11, 120, 64),
+         chunk=(2, 960, 512, 3), chunk_dtype=U8, chunks=6),
+    # ID-Animator: fp16 latents on a GPU (the pipeline's dtype), DDIM with eta 0 carries nothing else
+    Loop("id_preserving_video", "512×512, 16 frames, fp16, decode chunk 2 (T4)", (1, 4, 16, 64, 64),
+         latents_dtype=F16, chunk=(2, 3, 512, 512), chunks=8, scheduler="DDIMScheduler"),
     # all frames in one batch; the loop carries its frame-evaluation count; uint8 frames decoded 2 at a time (T4)
     Loop("zero_shot_pose_video", "SD2.1-base, 512×512, 16 frames, decode chunk 2", (16, 4, 64, 64),
          extra={"frame_steps": ((), torch.int64)}, chunk=(2, 512, 512, 3), chunk_dtype=U8, chunks=8,
