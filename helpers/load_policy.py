@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from helpers.errors import StrictLoadError
@@ -74,14 +76,56 @@ def enforce(what: str, expected: Mapping, found: Mapping, *, may_be_missing: Ite
     return ignored
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.extend(record.getMessage().splitlines())
+
+
+@contextlib.contextmanager
+def transformers_shape_lines() -> Iterator[list[str]]:
+    """Collect what transformers' ``from_pretrained`` logs about mis-shaped tensors, without printing it.
+
+    transformers 4.x gives mis-shaped keys in ``output_loading_info`` by name only and logs their shapes
+    ("- key: found shape ... in the checkpoint and ... in the model instantiated"); 5.x puts the shapes in the info.
+    Pass the lines to :func:`enforce_loading_info` (``shape_lines``) so the refusal names the shapes either way."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    handler = _Lines()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _with_shapes(entry, shape_lines: Iterable[str]) -> str:
+    """A mis-shaped entry as text, with its shapes taken from ``shape_lines`` when the entry is a bare key."""
+    if isinstance(entry, str):
+        for line in shape_lines:
+            if line.strip().startswith(f"- {entry}: "):
+                return line.strip()[2:]
+    return str(entry)
+
+
 def enforce_loading_info(what: str, info: Mapping, *, ignore_unexpected: bool = True,
                          allow_missing: Callable[[str], bool] = lambda _key: False,
-                         why: str = "stock from_pretrained loads past extra keys") -> list[str]:
+                         why: str = "stock from_pretrained loads past extra keys",
+                         shape_lines: Iterable[str] = ()) -> list[str]:
     """The policy for the ``output_loading_info`` of a stock ``from_pretrained`` load (which has already loaded past
-    any extra key): missing and mis-shaped keys raise, unexpected ones are recorded or raise."""
+    any extra key): missing and mis-shaped keys raise, unexpected ones are recorded or raise. ``shape_lines``: see
+    :func:`transformers_shape_lines`."""
     missing = sorted(k for k in info.get("missing_keys", ()) if not allow_missing(k))
     unexpected = sorted(info.get("unexpected_keys", ()))
-    mismatched = [str(m) for m in info.get("mismatched_keys", ())]
+    shape_lines = list(shape_lines)
+    mismatched = [_with_shapes(m, shape_lines) for m in info.get("mismatched_keys", ())]
     if missing or mismatched or (unexpected and not ignore_unexpected):
         raise StrictLoadError(what, missing, [] if ignore_unexpected else unexpected, mismatched)
     record_ignored(what, unexpected, why)

@@ -75,3 +75,20 @@ def test_ignored_keys_reach_the_sidecar_and_are_forgotten_with_the_models(tmp_pa
     assert load_policy.notes() == {}
     clean = json.loads(toy_task.run(toy_task.Params(output_dir=str(tmp_path))).sidecar_path.read_text())
     assert "ignored_checkpoint_keys" not in clean
+
+
+def test_a_bare_mis_shaped_key_gets_its_shapes_from_what_transformers_logs():
+    """transformers 4.x names mis-shaped keys without shapes in its loading info and logs the shapes instead."""
+    import logging
+
+    from helpers import load_policy as policy
+
+    with policy.transformers_shape_lines() as lines:
+        logging.getLogger("transformers.modeling_utils").warning(
+            "Some weights were newly initialized because the shapes did not match:\n"
+            "- emb.weight: found shape torch.Size([5, 2]) in the checkpoint and torch.Size([4, 2]) in the model "
+            "instantiated\nYou should probably TRAIN this model")
+    info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": ["emb.weight"]}
+    with pytest.raises(StrictLoadError, match=r"emb\.weight: found shape torch\.Size\(\[5, 2\]\) in the checkpoint"):
+        policy.enforce_loading_info("tiny text encoder", info, shape_lines=lines)
+    assert not logging.getLogger("transformers.modeling_utils").handlers  # the collector is gone afterwards

@@ -117,10 +117,10 @@ def _dtype_keyword(library: str) -> str:
     return "dtype" if version >= threshold else "torch_dtype"
 
 
-def _raise_on_mismatch(what: str, info: dict) -> None:
+def _raise_on_mismatch(what: str, info: dict, shape_lines: list[str] = ()) -> None:
     """The load policy (:mod:`helpers.load_policy`) for a stock ``from_pretrained`` load, as the original loads these
     models: missing or mis-shaped keys stop it, extra keys are loaded past with a warning and a sidecar note."""
-    load_policy.enforce_loading_info(what, info)
+    load_policy.enforce_loading_info(what, info, shape_lines=shape_lines)
 
 
 def load_diffusers_model(cls, folder: Path, dtype: torch.dtype, what: str):
@@ -149,12 +149,13 @@ def load_transformers_model(cls, folder: Path, dtype: torch.dtype, what: str):
     # the variant: a folder holding only model.fp16.safetensors; mismatched sizes go into ``info`` (named there)
     # instead of a bare RuntimeError, and the policy refuses them
     try:
-        model, info = cls.from_pretrained(str(folder), variant=_variant(folder), output_loading_info=True,
-                                          ignore_mismatched_sizes=True, **{_dtype_keyword("transformers"): dtype})
+        with load_policy.transformers_shape_lines() as shape_lines:  # transformers 4.x logs the shapes
+            model, info = cls.from_pretrained(str(folder), variant=_variant(folder), output_loading_info=True,
+                                              ignore_mismatched_sizes=True, **{_dtype_keyword("transformers"): dtype})
     except (OSError, ValueError) as error:
         raise WeightsError(f"{what}: cannot load {folder} ({type(error).__name__}: {str(error).splitlines()[0]}) — "
                            "fetch the model pack again") from error
-    _raise_on_mismatch(what, info)
+    _raise_on_mismatch(what, info, shape_lines)
     return _in_dtype(model, dtype)
 
 
