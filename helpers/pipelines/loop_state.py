@@ -46,6 +46,16 @@ class LoopState:
         if self.phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
 
+    @classmethod
+    def capture(cls, step: int, total: int, latents: torch.Tensor | None, *, scheduler=None, generator=None,
+                extra: dict[str, Any] | None = None, decoded: list | None = None) -> LoopState:
+        """A loop's live state: the scheduler's snapshot (when given), the generators' positions, and the phase
+        from ``decoded`` (chunks decoded so far: "decode" once there is one)."""
+        return cls(step=step, total=total, latents=latents,
+                   scheduler=scheduler_snapshot(scheduler) if scheduler is not None else {},
+                   generators=generator_states(generator), extra=dict(extra or {}), decoded=list(decoded or []),
+                   phase="decode" if decoded else "denoise")
+
 
 StateCallback = Callable[[LoopState], None]
 
@@ -131,3 +141,15 @@ def check_resume(state: LoopState, total: int, latents_shape: tuple[int, ...] | 
     if latents_shape is not None and state.latents is not None and tuple(state.latents.shape) != tuple(latents_shape):
         raise ValueError(f"the saved latents have shape {list(state.latents.shape)}, this run needs "
                          f"{list(latents_shape)}")
+
+
+def resume_loop(state: LoopState, total: int, shape: tuple[int, ...] | None, *, scheduler=None, generator=None,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """Continue a loop from ``state`` (call after ``set_timesteps`` and the preparation): check it belongs to this
+    call, put the scheduler (when given) and the generators where it left them, and return its latents as saved
+    (already scaled; the caller moves them to its device and dtype)."""
+    check_resume(state, total, shape)
+    if scheduler is not None:
+        restore_scheduler(scheduler, state.scheduler, device)
+    restore_generators(generator, state.generators)
+    return state.latents

@@ -47,15 +47,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from helpers import runtime
 from helpers.errors import InputError
 
-from ..loop_state import (
-    LoopState,
-    StateCallback,
-    check_resume,
-    generator_states,
-    restore_generators,
-    restore_scheduler,
-    scheduler_snapshot,
-)
+from ..loop_state import LoopState, StateCallback, resume_loop
 from ..sizes import size_multiple
 from .encoder import ControlNeXtEncoder
 from .injection import inject_control
@@ -319,10 +311,8 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
         if resume_from is not None:
             # Everything above ran again (the image noise drawn again identically); the loop continues from the
             # saved latents, which are already scaled.
-            check_resume(resume_from, steps, latent_shape)
-            latents = resume_from.latents.to(device=device, dtype=torch.float32)
-            restore_scheduler(self.scheduler, resume_from.scheduler, device)
-            restore_generators(generator, resume_from.generators)
+            latents = resume_loop(resume_from, steps, latent_shape, scheduler=self.scheduler, generator=generator,
+                                  device=device).to(device=device, dtype=torch.float32)
             start = steps if resume_from.phase == "decode" else resume_from.step
         counts = torch.tensor(frame_counts(windows, num_frames), device=device, dtype=torch.float32)
         counts = counts[None, :, None, None, None]
@@ -370,16 +360,15 @@ class ControlNeXtSVDPipeline(StableVideoDiffusionPipeline):
                 returned = callback_on_step_end(self, step_index, t, {"latents": latents}) or {}
                 latents = returned.get("latents", latents)
             if on_state is not None:
-                on_state(LoopState(step=step_index + 1, total=steps, latents=latents,
-                                   scheduler=scheduler_snapshot(self.scheduler), generators=generator_states(generator)))
+                on_state(LoopState.capture(step_index + 1, steps, latents, scheduler=self.scheduler,
+                                           generator=generator))
 
         frames_out = None
         if output_type != "latent":
             report = None
             if on_state is not None:
                 def report(chunks: list[torch.Tensor]) -> None:
-                    on_state(LoopState(step=steps, total=steps, latents=latents, generators=generator_states(generator),
-                                       decoded=chunks, phase="decode"))
+                    on_state(LoopState.capture(steps, steps, latents, generator=generator, decoded=chunks))
             resumed_chunks = resume_from.decoded if resume_from is not None else ()
             frames_out = self._decode(latents, decode_chunk_size, progress, resumed_chunks, report)
             if output_type == "np":

@@ -28,15 +28,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from helpers.errors import InputError
 
-from ..loop_state import (
-    LoopState,
-    StateCallback,
-    check_resume,
-    generator_states,
-    restore_generators,
-    restore_scheduler,
-    scheduler_snapshot,
-)
+from ..loop_state import LoopState, StateCallback, resume_loop
 from ..sizes import size_multiple
 from .modules import FaceTokenMixer, IdentityMixing, normalized_reference_weights
 
@@ -291,7 +283,9 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
                                        device, generator, latents)
         start = 0
         if resume_from is not None:
-            start, latents = continue_from(self, resume_from, len(timesteps), latents, generator)
+            saved = resume_loop(resume_from, len(timesteps), tuple(latents.shape), scheduler=self.scheduler,
+                                generator=generator, device=latents.device)
+            start, latents = resume_from.step, saved.to(device=latents.device, dtype=latents.dtype)
 
         # 4. Denoising loop.
         try:
@@ -316,7 +310,8 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
                         returned = callback_on_step_end(self, step, t, tensors) or {}
                         latents = returned.get("latents", latents)
                     if on_state is not None:
-                        on_state(step_state(self, step + 1, len(timesteps), latents, generator))
+                        on_state(LoopState.capture(step + 1, len(timesteps), latents, scheduler=self.scheduler,
+                                                   generator=generator))
                     progress_bar.update()
         finally:
             if isinstance(mixer, FaceTokenMixer):
@@ -333,22 +328,6 @@ class IDAnimatorPipeline(AnimateDiffPipeline):
         return AnimateDiffPipelineOutput(frames=video) if return_dict else (video,)
 
 
-def step_state(pipe, step: int, total: int, latents: torch.Tensor, generator, decoded=None) -> LoopState:
-    """The loop's state after ``step`` of ``total`` steps (live tensors; ``decoded``: the chunks decoded so far)."""
-    return LoopState(step=step, total=total, latents=latents, scheduler=scheduler_snapshot(pipe.scheduler),
-                     generators=generator_states(generator), decoded=list(decoded or []),
-                     phase="decode" if decoded else "denoise")
-
-
-def continue_from(pipe, state: LoopState, total: int, latents: torch.Tensor, generator) -> tuple[int, torch.Tensor]:
-    """Call after ``set_timesteps`` and the initial noise: check ``state``, put the scheduler and the generators where
-    it left them and return the steps already done and the loop's latents (as saved: not scaled again)."""
-    check_resume(state, total, tuple(latents.shape))
-    restore_scheduler(pipe.scheduler, state.scheduler, latents.device)
-    restore_generators(generator, state.generators)
-    return state.step, state.latents.to(device=latents.device, dtype=latents.dtype)
-
-
 def decode_resume(pipe, resume_from: LoopState | None, on_state: StateCallback | None, total: int,
                   latents: torch.Tensor, generator) -> dict:
     """``decode_latents``' arguments for a resumable decode: the chunks already decoded and the per-chunk report."""
@@ -356,7 +335,8 @@ def decode_resume(pipe, resume_from: LoopState | None, on_state: StateCallback |
     on_chunk = None
     if on_state is not None:
         def on_chunk(chunks):
-            on_state(step_state(pipe, total, total, latents, generator, decoded=chunks))
+            on_state(LoopState.capture(total, total, latents, scheduler=pipe.scheduler, generator=generator,
+                                       decoded=chunks))
     return {"done": done, "on_chunk": on_chunk}
 
 

@@ -40,7 +40,6 @@ from .pipeline import (
     decode_resume,
     face_lora_switch,
     motion_max_frames,
-    step_state,
     validate_generation_args,
     warn_if_prompt_truncated,
 )
@@ -141,8 +140,8 @@ class IDAnimatorSketchPipeline(AnimateDiffSparseControlNetPipeline):
                 wanted = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 returned = (callback_on_step_end(pipe, i + done, t, wanted) or {}) if callback_on_step_end else {}
                 if on_state is not None:
-                    state = step_state(pipe, i + done + 1, total, returned.get("latents", tensors["latents"]),
-                                       generator)
+                    state = LoopState.capture(i + done + 1, total, returned.get("latents", tensors["latents"]),
+                                              scheduler=pipe.scheduler, generator=generator)
                     state.scheduler["timesteps"] = {"value": full_timesteps[0].cpu(), "tuple": False}
                     on_state(state)
                 return returned

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from helpers.pipelines.loop_state import LoopState, check_resume, restore_generators
+from helpers.pipelines.loop_state import LoopState, resume_loop
 
 
 def denoising_loops(n_batch: int = 1, generate_first_frame: bool = False) -> list[tuple[str, str | None]]:
@@ -49,9 +49,7 @@ def continue_loop(state: LoopState, shape: tuple, steps: int, generator) -> torc
     """The latents a loop continues from (its state's, already scaled), the generators moved to where they were
     after its last finished step. The loop's own initial noise is not drawn again: the generators' positions
     replace the draws, and the latents replace the noise."""
-    check_resume(state, steps, shape)
-    restore_generators(generator, state.generators)
-    return state.latents
+    return resume_loop(state, steps, shape, generator=generator)  # the scheduler is restored by the loop itself
 
 
 def chunk_frames(chunk: torch.Tensor, output_type: str) -> int:

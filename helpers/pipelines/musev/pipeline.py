@@ -37,14 +37,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from helpers.errors import InputError
-from helpers.pipelines.loop_state import (
-    LoopState,
-    StateCallback,
-    check_resume,
-    generator_states,
-    restore_scheduler,
-    scheduler_snapshot,
-)
+from helpers.pipelines.loop_state import LoopState, StateCallback, check_resume, restore_scheduler
 from helpers.pipelines.musev.loading import (  # noqa: F401 (re-exported: the pipeline's public names)
     BASE_MODEL_PARTS,
     IMAGE_PROJ_ROLES,
@@ -303,9 +296,8 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 result = callback_on_step_end(self, step, t, {"latents": latents}) or {}
                 latents = result.get("latents", latents)
             if on_state is not None:
-                on_state(LoopState(step=step + 1, total=num_inference_steps, latents=latents,
-                                   scheduler=scheduler_snapshot(self.scheduler),
-                                   generators=generator_states(generator)))
+                on_state(LoopState.capture(step + 1, num_inference_steps, latents, scheduler=self.scheduler,
+                                           generator=generator))
         return latents
 
     @torch.no_grad()
@@ -516,8 +508,7 @@ class MuseVPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         for chunk in self.decode_latents(all_latents, decode_chunk_size, progress, first=first):
             done.append(as_frames(chunk))
             if callbacks[-1] is not None:
-                callbacks[-1](LoopState(step=num_inference_steps, total=num_inference_steps, latents=denoised,
-                                        decoded=done, phase="decode"))
+                callbacks[-1](LoopState.capture(num_inference_steps, num_inference_steps, denoised, decoded=done))
         frames = torch.cat(done, dim=2) if output_type == "pt" else np.concatenate([c.numpy() for c in done])
         return MuseVPipelineOutput(frames=frames, latents=all_latents, notes=notes)
 

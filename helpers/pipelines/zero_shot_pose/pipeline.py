@@ -30,15 +30,7 @@ from diffusers import DiffusionPipeline
 
 from helpers.errors import InputError
 
-from ..loop_state import (
-    LoopState,
-    StateCallback,
-    check_resume,
-    generator_states,
-    restore_generators,
-    restore_scheduler,
-    scheduler_snapshot,
-)
+from ..loop_state import LoopState, StateCallback, resume_loop
 from ..sizes import size_multiple
 from .attention import CrossFrameAttnProcessor, cross_frame_attention
 from .inputs import as_frame_array, as_mask_array, check_call_inputs
@@ -217,21 +209,18 @@ class ZeroShotPosePipeline(DiffusionPipeline):
         everyone, followers = torch.arange(num_frames, device=device), followers.to(device)
         frame_steps, start, decoded = 0, 0, []
         if resume_from is not None:
-            check_resume(resume_from, len(timesteps), tuple(latents.shape))
+            saved = resume_loop(resume_from, len(timesteps), tuple(latents.shape), scheduler=self.scheduler,
+                                generator=generator, device=device)
             # the loop's own latents (not scaled again), copied: the loop writes into them
-            latents = resume_from.latents.to(device=device, dtype=latents.dtype, copy=True)
-            restore_scheduler(self.scheduler, resume_from.scheduler, device)
-            restore_generators(generator, resume_from.generators)
+            latents = saved.to(device=device, dtype=latents.dtype, copy=True)
             frame_steps = int(resume_from.extra.get("frame_steps", 0))
             start = resume_from.step
             decoded = [chunk.numpy() for chunk in resume_from.decoded]
 
         def state(step: int, chunks: Sequence[np.ndarray] = ()) -> LoopState:
-            return LoopState(step=step, total=len(timesteps), latents=latents,
-                             scheduler=scheduler_snapshot(self.scheduler), generators=generator_states(generator),
-                             extra={"frame_steps": torch.tensor(frame_steps)},
-                             decoded=[torch.from_numpy(c) for c in chunks],
-                             phase="decode" if chunks else "denoise")
+            return LoopState.capture(step, len(timesteps), latents, scheduler=self.scheduler, generator=generator,
+                                     extra={"frame_steps": torch.tensor(frame_steps)},
+                                     decoded=[torch.from_numpy(c) for c in chunks])
 
         if resume_from is None or resume_from.phase == "denoise":
             with cross_frame_attention([self.unet, self.controlnet], options.cross_frame_attention,
