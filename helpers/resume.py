@@ -118,7 +118,7 @@ def _to_bytes(obj: Any) -> bytes:
 
 def _state_dict(state: LoopState) -> dict:
     return {"step": state.step, "total": state.total, "latents": _cpu(state.latents), "scheduler": state.scheduler,
-            "generators": [g.cpu() for g in state.generators], "extra": _cpu(state.extra), "phase": state.phase}
+            "generators": [g.cpu() for g in state.generators], "extra": _cpu(state.extra)}
 
 
 def _cpu(value: Any) -> Any:
@@ -307,7 +307,7 @@ class LoopRecorder:
             return None
         state = LoopState(step=saved["step"], total=saved["total"], latents=saved["latents"],
                           scheduler=saved["scheduler"], generators=saved["generators"], extra=saved["extra"],
-                          decoded=decoded, phase="decode" if decoded else saved["phase"])
+                          decoded=decoded, phase="decode" if decoded else "denoise")
         where = (f"decoding, {len(decoded)} chunk{'' if len(decoded) == 1 else 's'} done" if state.phase == "decode"
                  else f"step {state.step} of {state.total}")
         self.run.resumed[self.name] = {"step": state.step, "of": state.total, "phase": state.phase,
@@ -328,9 +328,9 @@ class LoopRecorder:
             self._put_state(state)
 
     def _put_state(self, state: LoopState) -> None:
+        """Write a denoising state (decode states add chunks only); chunks of an earlier decode no longer apply."""
         data = _state_dict(state)
-        if state.phase == "denoise":
-            self.run._drop(f"{self.name}.decoded")
+        self.run._drop(f"{self.name}.decoded")
         seconds = self.run._put(self.name, data)
         self.writes.append(seconds)
         self._last_write = seconds
